@@ -1,0 +1,1 @@
+"""Augmentations on the training device: kornia pipelines applied to whole batches, random parameters per image."""

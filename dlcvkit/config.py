@@ -1,0 +1,223 @@
+"""Recipes: typed dataclasses loaded from TOML, `--set key=value` overrides, and the resolved recipe of a run.
+
+The sections every task shares live here (data, optim, schedule, train); each task adds its own sections
+(`model`, `aug`, ...) by subclassing `Recipe` in its module under `dlcvkit.tasks`. Defaults live in these
+dataclasses and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+from dlcvkit.errors import DlcvkitError
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is batched."""
+
+    train: str = ""  # training data: a folder or a CSV, read by the task's reader
+    val: str = ""  # validation data ("" = no validation)
+    layout: str = "auto"  # reader layout where a task accepts several (see dlcvkit.data.datasets.open_labeled)
+    img_size: int = 64  # images are decoded and resized to img_size x img_size in the loader workers
+    batch_size: int = 64  # GLOBAL batch per forward pass, split evenly across processes
+    eval_batch_size: int = 0  # per-process evaluation batch (0 = batch_size)
+    num_workers: int = 2  # DataLoader workers per process
+
+
+@dataclass
+class OptimConfig:
+    """The optimizer, built by `timm.optim.create_optimizer_v2`."""
+
+    name: str = "adamw"  # any timm optimizer name: adamw, adam, sgd, momentum, lars, lamb, ...
+    lr: float = 1e-3  # base LR (before `lr_scaling`)
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd / lars
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam-style optimizers
+    lr_scaling: Literal["none", "linear"] = "none"  # linear: lr x (batch_size x grad_accum) / 256 (BYOL §3.1)
+    decay_bias_and_norm: bool = False  # False: biases and norm weights get no weight decay (nor LARS adaptation)
+
+
+@dataclass
+class ScheduleConfig:
+    """Per-step LR: linear warm-up, then decay to a floor (see dlcvkit.engine.schedule.lr_factor)."""
+
+    warmup_steps: int = 0
+    warmup_epochs: float = 0.0  # alternative to warmup_steps; set at most one of them
+    decay: Literal["cosine", "poly", "constant"] = "cosine"
+    min_lr_ratio: float = 0.0  # floor of the decay, as a fraction of the base LR
+    power: float = 1.0  # exponent of the poly decay
+
+
+@dataclass
+class TrainConfig:
+    """How the engine runs the loop."""
+
+    epochs: int = 10
+    grad_accum: int = 1  # micro-batches per optimizer step
+    clip_grad_norm: float = 0.0  # 0 = no clipping
+    precision: Literal["no", "fp16", "bf16"] = "no"
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on GPU)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    sync_bn: bool = True  # SyncBatchNorm when running on more than one process
+    model_ema: float = 0.0  # tau of an EMA copy of the model evaluated beside it (0 = off)
+    log_every: int = 10  # optimizer steps between logged training losses (the only host syncs of the loop)
+    eval_every: int = 1  # epochs between evaluations (0 = only at the end)
+    ckpt_every: int = 0  # optimizer steps between checkpoints (0 = at the end of each epoch only)
+    keep_last: int = 2  # checkpoints kept in RUN_DIR/checkpoints
+    tensorboard: bool = True  # also log to TensorBoard when it is installed
+    cpu: bool = False  # force the CPU even when a GPU is present
+
+
+@dataclass
+class Recipe:
+    """A whole run. Tasks subclass it to add their own sections."""
+
+    task: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+R = typing.TypeVar("R", bound=Recipe)
+
+
+def load_recipe(path: str | Path, cls: type[R], overrides: list[str] = ()) -> R:
+    """Read a TOML recipe into `cls`, apply `key=value` overrides, and check that it is for `cls`'s task."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "recipe.toml"
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise DlcvkitError(f"recipe {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
+    recipe = from_dict(cls, raw, where=str(path))
+    for item in overrides:
+        apply_override(recipe, item)
+    expected = cls().task
+    if expected and recipe.task != expected:
+        raise DlcvkitError(f"recipe {path} is for task '{recipe.task}', not '{expected}'")
+    return recipe
+
+
+def from_dict(cls: type, raw: dict, where: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a (nested) dict, rejecting unknown keys and values of the wrong type."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in hints:
+            section = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+            raise DlcvkitError(
+                f"{where}: unknown recipe key '{prefix}{key}'; valid keys in {section}: {', '.join(names)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", where)
+    return cls(**kwargs)
+
+
+def apply_override(recipe: Recipe, item: str) -> None:
+    """Apply one `--set section.key=value` (value in TOML syntax; bare words are strings)."""
+    if "=" not in item:
+        raise DlcvkitError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.1")
+    key, text = (s.strip() for s in item.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # an unquoted string such as a path
+    *parents, leaf = key.split(".")
+    node, prefix = recipe, ""
+    for part in parents:
+        _check_key(node, part, prefix, f"--set {key}")
+        node, prefix = getattr(node, part), f"{prefix}{part}."
+        if not dataclasses.is_dataclass(node):
+            raise DlcvkitError(f"--set {key}: '{prefix.rstrip('.')}' is a value, not a section")
+    _check_key(node, leaf, prefix, f"--set {key}")
+    hint = typing.get_type_hints(type(node))[leaf]
+    if dataclasses.is_dataclass(getattr(node, leaf)):
+        raise DlcvkitError(f"--set {key}: '{key}' is a section; set one of its keys, e.g. {key}.<name>=...")
+    setattr(node, leaf, _coerce(value, hint, key, "--set"))
+
+
+def _check_key(node: Any, name: str, prefix: str, where: str) -> None:
+    names = [f.name for f in dataclasses.fields(node)]
+    if name not in names:
+        section = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+        valid = ", ".join(f"{prefix}{n}" for n in names)
+        raise DlcvkitError(f"{where}: unknown recipe key '{prefix}{name}'; valid keys in {section}: {valid}")
+
+
+def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
+    """Return `value` as type `hint`, or raise a DlcvkitError naming the key and the expected type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def wrong(expected: str) -> DlcvkitError:
+        return DlcvkitError(f"{where}: recipe key '{key}' must be {expected}, got {value!r}")
+
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise wrong(f"a table [{key}]")
+        return from_dict(hint, value, where, prefix=f"{key}.")
+    if origin is Literal:
+        if value not in args:
+            raise wrong("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise wrong("a list")
+        return [_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    raise TypeError(f"unsupported recipe type {hint!r} for {key}")  # a programming error, not user input
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """The recipe as plain TOML-ready data (top-level values first, then one table per section)."""
+    data = dataclasses.asdict(recipe)
+    return dict(sorted(data.items(), key=lambda kv: isinstance(kv[1], dict)))
+
+
+def write_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the fully resolved recipe, so `--recipe RUN_DIR/recipe.toml` reproduces the run."""
+    Path(path).write_text(tomli_w.dumps(recipe_to_dict(recipe)))
+
+
+def recipe_differences(a: Recipe, b: Recipe, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys whose values differ between two recipes of the same class."""
+    flat_a, flat_b = _flatten(recipe_to_dict(a)), _flatten(recipe_to_dict(b))
+    return [k for k in flat_a if flat_a[k] != flat_b.get(k) and not k.startswith(ignore)]
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,0 +1,5 @@
+"""Data: readers for each course layout (`datasets`), image decoding and resizing (`images`), the land-cover mask
+colours (`masks`), and seeded synthetic data sets in every layout (`synth`, behind `dlcvkit data synth`).
+
+Readers decode and resize to uint8 tensors in DataLoader workers; augmentation happens later, on the device.
+"""

@@ -1,0 +1,347 @@
+"""Map-style datasets for the course layouts (DESIGN.md §2).
+
+Each lists and validates its files once in `__init__` (sorted, deterministic) and raises DlcvkitError naming
+the folder or file when the layout is wrong. `__getitem__` runs in DataLoader workers: it decodes and resizes
+to a fixed size and returns a dict of uint8 tensors and plain values, so the default collate works.
+Augmentation is not done here: it runs on the device, on whole batches.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from csv import Error as CsvError
+from csv import reader as csv_reader
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from dlcvkit.data.images import IMAGE_SUFFIXES, is_image_file, read_image, resize_image, resize_mask
+from dlcvkit.data.masks import read_mask
+from dlcvkit.errors import DlcvkitError
+
+Size = int | tuple[int, int] | None
+
+P1_NAME = re.compile(r"^(\d+)_(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
+CSV_COLUMNS = ("id", "filename", "label")
+LAYOUTS = ("auto", "p1", "csv", "imagefolder")
+
+
+def _folder(root: str | os.PathLike, what: str) -> Path:
+    root = Path(root)
+    if not root.exists():
+        raise DlcvkitError(f"{what} {root} does not exist; check the path")
+    if not root.is_dir():
+        raise DlcvkitError(f"{what} {root} is not a folder; pass the folder that holds the images")
+    return root
+
+
+def _visible(root: Path) -> list[str]:
+    """Sorted names of the entries of `root`, without hidden ones (.ipynb_checkpoints, .DS_Store)."""
+    return sorted(name for name in os.listdir(root) if not name.startswith("."))
+
+
+def _image_names(root: Path) -> list[str]:
+    return [name for name in _visible(root) if is_image_file(name) and (root / name).is_file()]
+
+
+def _load(path: Path, size: Size) -> torch.Tensor:
+    img = read_image(path)
+    return img if size is None else resize_image(img, size)
+
+
+def _check_labels(labels: list[int], names: list[str], num_classes: int | None, where: str) -> int:
+    """The number of classes: `num_classes` if given (every label must be below it), else max label + 1."""
+    if num_classes is None:
+        return max(labels) + 1
+    for label, name in zip(labels, names):
+        if not 0 <= label < num_classes:
+            raise DlcvkitError(
+                f"{name} in {where} has label {label}, outside 0..{num_classes - 1}; "
+                f"fix the label or set num_classes to at least {label + 1}"
+            )
+    return num_classes
+
+
+class P1Folder(Dataset):
+    """Course P1: a flat folder of `{label}_{index}.png` files (the label is in the name)."""
+
+    def __init__(self, root: str | os.PathLike, size: Size = None, num_classes: int | None = None):
+        self.root = _folder(root, "P1 image folder")
+        self.size = size
+        images = _image_names(self.root)
+        matches = [P1_NAME.match(name) for name in images]
+        if not any(matches):
+            raise DlcvkitError(f"no files named {{label}}_{{index}}.png in {self.root}; is it the P1 image folder?")
+        for name, match in zip(images, matches):
+            if match is None:
+                raise DlcvkitError(
+                    f"{name} in {self.root} is not named {{label}}_{{index}}.png like the other P1 images; "
+                    "move it out of the folder or choose another layout"
+                )
+        found = sorted((int(match[1]), int(match[2]), match[0]) for match in matches)
+        self.labels = [label for label, _, _ in found]
+        self.names = [name for _, _, name in found]
+        self.num_classes = _check_labels(self.labels, self.names, num_classes, str(self.root))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> dict:
+        image = _load(self.root / self.names[i], self.size)
+        return {"image": image, "label": self.labels[i], "name": self.names[i]}
+
+
+class LabeledCsv(Dataset):
+    """Office-Home: a CSV `id,filename,label` naming files of `image_dir`; rows stay in CSV order.
+
+    Without a `label` column, or with an empty one (an inference CSV), samples have no "label" and `labels` is None.
+    """
+
+    def __init__(
+        self,
+        csv_path: str | os.PathLike,
+        image_dir: str | os.PathLike,
+        size: Size = None,
+        num_classes: int | None = None,
+    ):
+        self.csv_path = Path(csv_path)
+        if not self.csv_path.is_file():
+            raise DlcvkitError(f"CSV file {self.csv_path} does not exist; check the path")
+        self.image_dir = _folder(image_dir, f"image folder of {self.csv_path.name},")
+        self.size = size
+        rows, has_label = self._read_rows()
+        self.ids = [row_id for _, row_id, _, _ in rows]
+        self.names = [name for _, _, name, _ in rows]
+        # the course's test CSVs keep the label column but leave it empty: that is an inference CSV too
+        if has_label and any(text for _, _, _, text in rows):
+            self.labels = [self._parse_label(line, text) for line, _, _, text in rows]
+            self.num_classes = _check_labels(self.labels, self.names, num_classes, str(self.csv_path))
+        else:
+            self.labels = None
+            self.num_classes = num_classes
+
+    def _read_rows(self) -> tuple[list[tuple[int, str, str, str]], bool]:
+        """(line number, id, filename, label text) per data row, and whether there is a label column."""
+        try:
+            with open(self.csv_path, newline="", encoding="utf-8-sig") as f:
+                reader = csv_reader(f)
+                header = [column.strip() for column in next(reader, [])]
+                for column in CSV_COLUMNS[:2]:
+                    if column not in header:
+                        raise DlcvkitError(
+                            f"{self.csv_path} has no column {column!r} (header: {','.join(header) or 'empty'}); "
+                            f"the header must be {','.join(CSV_COLUMNS)} (label optional for inference)"
+                        )
+                at = {column: header.index(column) for column in CSV_COLUMNS if column in header}
+                rows = []
+                for values in reader:
+                    if not any(v.strip() for v in values):
+                        continue  # blank line
+                    line = reader.line_num
+                    if len(values) < len(header):
+                        raise DlcvkitError(
+                            f"{self.csv_path} line {line} has {len(values)} fields, the header has {len(header)}; "
+                            "fix that row"
+                        )
+                    label = values[at["label"]].strip() if "label" in at else ""
+                    rows.append((line, values[at["id"]].strip(), values[at["filename"]].strip(), label))
+        except (CsvError, UnicodeDecodeError) as e:
+            raise DlcvkitError(f"cannot read CSV {self.csv_path}: {e}; is it a text CSV file?") from e
+        if not rows:
+            raise DlcvkitError(f"{self.csv_path} has a header but no rows; add rows id,filename,label")
+        for line, _, name, _ in rows:
+            if not (self.image_dir / name).is_file():
+                raise DlcvkitError(
+                    f"{self.csv_path} line {line} names {name!r}, which is not a file in {self.image_dir}; "
+                    "fix the CSV or the image folder"
+                )
+        return rows, "label" in at
+
+    def _parse_label(self, line: int, text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise DlcvkitError(
+                f"{self.csv_path} line {line} has label {text!r}, not an integer class id; fix that row"
+            ) from None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = {"image": _load(self.image_dir / self.names[i], self.size), "name": self.names[i], "id": self.ids[i]}
+        if self.labels is not None:
+            sample["label"] = self.labels[i]
+        return sample
+
+
+class UnlabeledFolder(Dataset):
+    """Every image directly in `root` (Mini-ImageNet `mini/train/*.jpg`, a test folder), sorted by name."""
+
+    def __init__(self, root: str | os.PathLike, size: Size = None):
+        self.root = _folder(root, "image folder")
+        self.size = size
+        self.names = _image_names(self.root)
+        if not self.names:
+            raise DlcvkitError(
+                f"no images ({', '.join(IMAGE_SUFFIXES)}) directly in {self.root}; "
+                "pass the folder that holds them"
+            )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": _load(self.root / self.names[i], self.size), "name": self.names[i]}
+
+
+SAT_SUFFIX = "_sat.jpg"
+MASK_SUFFIX = "_mask.png"
+
+
+def _check_paired(root: Path, unpaired: list[str], suffix: str, partner: str) -> None:
+    if unpaired:
+        stem = unpaired[0]
+        more = f" (and {len(unpaired) - 1} more)" if len(unpaired) > 1 else ""
+        raise DlcvkitError(f"{stem}{suffix} in {root} has no {stem}{partner}{more}; add the partner or remove it")
+
+
+class SatellitePairs(Dataset):
+    """Course P2: `xxxx_sat.jpg` + `xxxx_mask.png` pairs, matched by the `xxxx` stem.
+
+    With `with_masks=False` (inference) only the `*_sat.jpg` files are needed and samples have no "mask".
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        size: Size = None,
+        with_masks: bool = True,
+        red_as: int | None = None,
+    ):
+        self.root = _folder(root, "satellite image folder")
+        self.size = size
+        self.with_masks = with_masks
+        self.red_as = red_as
+        entries = _visible(self.root)
+        sats = {name[: -len(SAT_SUFFIX)] for name in entries if name.endswith(SAT_SUFFIX)}
+        masks = {name[: -len(MASK_SUFFIX)] for name in entries if name.endswith(MASK_SUFFIX)}
+        if with_masks:
+            _check_paired(self.root, sorted(sats - masks), SAT_SUFFIX, MASK_SUFFIX)
+            _check_paired(self.root, sorted(masks - sats), MASK_SUFFIX, SAT_SUFFIX)
+        if not sats:
+            raise DlcvkitError(f"no xxxx{SAT_SUFFIX} (+ xxxx{MASK_SUFFIX}) files in {self.root}; is it a P2 folder?")
+        self.names = sorted(sats)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> dict:
+        stem = self.names[i]
+        sat_path = self.root / f"{stem}{SAT_SUFFIX}"
+        image = read_image(sat_path)
+        sample = {"name": stem}
+        if self.with_masks:
+            mask_path = self.root / f"{stem}{MASK_SUFFIX}"
+            mask = read_mask(mask_path, red_as=self.red_as)
+            if tuple(mask.shape) != tuple(image.shape[1:]):
+                raise DlcvkitError(
+                    f"{sat_path.name} is {image.shape[2]}x{image.shape[1]} but {mask_path.name} is "
+                    f"{mask.shape[1]}x{mask.shape[0]} (width x height) in {self.root}; they must match"
+                )
+            sample["mask"] = mask if self.size is None else resize_mask(mask, self.size)
+        sample["image"] = image if self.size is None else resize_image(image, self.size)
+        return sample
+
+
+class ImageFolderDataset(Dataset):
+    """Class sub-folders of images: sorted folder names are the class ids 0..C-1 (`classes`)."""
+
+    def __init__(self, root: str | os.PathLike, size: Size = None, num_classes: int | None = None):
+        self.root = _folder(root, "image folder")
+        self.size = size
+        self.classes = [name for name in _visible(self.root) if (self.root / name).is_dir()]
+        if not self.classes:
+            raise DlcvkitError(f"no class sub-folders in {self.root}; expected ROOT/CLASS/IMAGE files")
+        if num_classes is not None and num_classes != len(self.classes):
+            raise DlcvkitError(
+                f"{self.root} has {len(self.classes)} class folders but num_classes is {num_classes}; "
+                "every class needs its folder (even in the validation set) so that ids line up"
+            )
+        self.names, self.labels = [], []
+        for label, cls in enumerate(self.classes):
+            files = _image_names(self.root / cls)
+            if not files:
+                raise DlcvkitError(f"class folder {self.root / cls} has no images; fill it or remove it")
+            self.names += [f"{cls}/{name}" for name in files]
+            self.labels += [label] * len(files)
+        self.num_classes = len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> dict:
+        image = _load(self.root / self.names[i], self.size)
+        return {"image": image, "label": self.labels[i], "name": self.names[i]}
+
+
+def _has_csv_header(path: Path) -> bool:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = [column.strip() for column in next(csv_reader(f), [])]
+    except (OSError, CsvError, UnicodeDecodeError):
+        return False
+    return "id" in header and "filename" in header
+
+
+def open_labeled(
+    path: str | os.PathLike,
+    size: Size = None,
+    layout: str = "auto",
+    csv: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+) -> P1Folder | LabeledCsv | ImageFolderDataset:
+    """The labelled dataset at `path`, in `layout` "p1", "csv", "imagefolder" or "auto" (detected).
+
+    auto: `csv` given -> LabeledCsv(csv, path); `path` is a .csv -> LabeledCsv with the sibling folder of the
+    same stem (office/train.csv -> office/train/); image sub-folders -> ImageFolderDataset; folder X with a
+    sibling X.csv of header id,filename,... -> LabeledCsv; `{int}_{int}.png|jpg` files -> P1Folder.
+    The sibling CSV goes before P1 names because Office-Home files are named like `24_5.jpg` too.
+    """
+    path = Path(path)
+    if layout not in LAYOUTS:
+        raise DlcvkitError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if not path.exists():
+        raise DlcvkitError(f"data path {path} does not exist; check the path")
+    if csv is not None:
+        if layout not in ("auto", "csv"):
+            raise DlcvkitError(f"a CSV ({csv}) was given with layout {layout!r}; use layout 'csv' or 'auto'")
+        return LabeledCsv(csv, path, size, num_classes)
+    if path.is_file():
+        if path.suffix.lower() != ".csv" or layout not in ("auto", "csv"):
+            raise DlcvkitError(f"{path} is a file; pass an image folder, or a .csv with layout 'csv' or 'auto'")
+        return LabeledCsv(path, path.with_suffix(""), size, num_classes)
+    sibling_csv = path.parent / f"{path.name}.csv"
+    if layout == "p1":
+        return P1Folder(path, size, num_classes)
+    if layout == "imagefolder":
+        return ImageFolderDataset(path, size, num_classes)
+    if layout == "csv":
+        if not sibling_csv.is_file():
+            raise DlcvkitError(f"layout 'csv' needs a CSV: pass it, or put {sibling_csv.name} next to {path}")
+        return LabeledCsv(sibling_csv, path, size, num_classes)
+
+    entries = _visible(path)
+    if any((path / name).is_dir() and _image_names(path / name) for name in entries):
+        return ImageFolderDataset(path, size, num_classes)
+    if sibling_csv.is_file() and _has_csv_header(sibling_csv):
+        return LabeledCsv(sibling_csv, path, size, num_classes)
+    if any(P1_NAME.match(name) for name in entries):
+        return P1Folder(path, size, num_classes)
+    raise DlcvkitError(
+        f"cannot tell the layout of {path}: looked for an images CSV (id,filename,label; pass it or put "
+        f"{sibling_csv.name} next to the folder), class sub-folders of images (imagefolder) and "
+        "{label}_{index}.png files (p1); pass the layout explicitly"
+    )

@@ -1,0 +1,100 @@
+"""Read, resize and write images as uint8 `c h w` tensors, with one clear error for files that cannot be decoded."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torchvision.io import ImageReadMode, decode_image, read_file, write_jpeg, write_png
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from dlcvkit.errors import DlcvkitError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+JPEG_QUALITY = 90
+
+# torchvision's messages start with "function, /path/of/file.cpp:123, "; the reader only needs the reason.
+_CPP_PREFIX = re.compile(r"^\s*[\w.]+, \S+:\d+, ")
+
+
+@contextmanager
+def _torchvision_io():
+    """torchvision >= 0.29 warns on every image-io call that TorchCodec supersedes it; once per image is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The image decoding and encoding", category=DeprecationWarning)
+        yield
+
+
+def is_image_file(name: str | os.PathLike) -> bool:
+    """True for a visible file name ending in one of IMAGE_SUFFIXES (any case)."""
+    name = os.fspath(name)
+    return not os.path.basename(name).startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _reason(error: Exception) -> str:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    while _CPP_PREFIX.match(message):
+        message = _CPP_PREFIX.sub("", message, count=1)
+    return message
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """Decode a JPEG or PNG file into a uint8 RGB tensor `3 h w` (grey and RGBA files are converted)."""
+    if not os.path.isfile(path):
+        raise DlcvkitError(f"cannot decode image {path}: no such file; check the path or remove it from the list")
+    try:
+        with _torchvision_io():
+            img = decode_image(read_file(os.fspath(path)), mode=ImageReadMode.RGB)
+    except Exception as e:  # torchvision reports every decoding failure as a RuntimeError with a C++ location
+        raise DlcvkitError(f"cannot decode image {path}: {_reason(e)}; remove or replace it") from e
+    if img.dtype != torch.uint8:  # 16-bit PNG
+        img = F.to_dtype(img, torch.uint8, scale=True)
+    return img
+
+
+def _hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def resize_image(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize a uint8 image `... c h w` to `size` (int: square, or (h, w)): bilinear with antialiasing."""
+    hw = _hw(size)
+    if tuple(img.shape[-2:]) == hw:
+        return img
+    return F.resize(img, list(hw), interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+def resize_mask(mask: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize a class-id mask `h w` to `size` by nearest neighbour, so that no new ids are invented."""
+    hw = _hw(size)
+    if tuple(mask.shape[-2:]) == hw:
+        return mask
+    # NEAREST_EXACT samples at pixel centres, like the bilinear resize of the image, so mask and image stay aligned.
+    return F.resize(mask[None], list(hw), interpolation=InterpolationMode.NEAREST_EXACT)[0]
+
+
+def write_image(path: str | os.PathLike, img: torch.Tensor) -> None:
+    """Write a uint8 `3 h w` image as PNG or JPEG (quality 90) by the suffix of `path`, creating parent folders."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise DlcvkitError(f"cannot write image {path}: unknown suffix {path.suffix!r}; use .png, .jpg or .jpeg")
+    if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] not in (1, 3):
+        raise DlcvkitError(
+            f"cannot write image {path}: expected a uint8 tensor (3, H, W), got {img.dtype} {tuple(img.shape)}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = img.detach().cpu().contiguous()
+    with _torchvision_io():
+        if suffix == ".png":
+            write_png(img, str(path))
+        else:
+            write_jpeg(img, str(path), quality=JPEG_QUALITY)

@@ -1,0 +1,109 @@
+"""The Accelerator for a run: CPU when no GPU is present (gloo under `accelerate launch`), precision, seeding."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
+from torch import nn
+
+from dlcvkit.config import TrainConfig
+from dlcvkit.errors import DlcvkitError
+
+
+def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Accelerator:
+    """An Accelerator configured by the recipe (asks for the CPU when CUDA is absent or `train.cpu`)."""
+    cpu = train.cpu or not torch.cuda.is_available()
+    if cpu and train.precision == "fp16":
+        raise DlcvkitError("train.precision='fp16' needs a GPU; use 'bf16' (or 'no') on the CPU")
+    tensorboard = run_dir is not None and train.tensorboard and importlib.util.find_spec("tensorboard") is not None
+    # A failed rank must not leave the others waiting forever in a collective (default NCCL timeout: 10 min+).
+    timeout = timedelta(seconds=int(os.environ.get("DLCVKIT_COLLECTIVE_TIMEOUT", "600")))
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=train.precision,
+        dynamo_backend="inductor" if train.compile else "no",
+        log_with="tensorboard" if tensorboard else None,
+        project_dir=str(run_dir) if run_dir is not None else None,
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
+    )
+
+
+def use_deterministic_kernels() -> None:
+    """Ask torch for deterministic kernels (needed for bit-exact resume on a GPU; the CPU ones already are)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose gradient is the sum of the processes' gradients (torch's own autograd
+    all_reduce in torch.distributed.nn is deprecated)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm over the global batch of all processes, for CPU (gloo) runs.
+
+    Written by hand because torch's SyncBatchNorm accepts only GPU tensors (and DDP refuses it on CPU); without
+    it N CPU processes would normalise over their own slices and no longer compute what 1 process does. The
+    per-channel sum, sum of squares and count are all-reduced with the autograd-aware all_reduce, so gradients
+    flow through the global statistics exactly as with SyncBatchNorm.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-d input (got {x.dim()}-d)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        channels = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        count = x.new_full((1,), x.numel() / channels)
+        stats = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        n = stats[-1]
+        mean = stats[:channels] / n
+        var = (stats[channels : 2 * channels] / n - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach(), factor)
+                self.running_var.lerp_(var.detach() * n / (n - 1), factor)  # unbiased, as torch's BN keeps it
+        shape = (1, channels) + (1,) * (x.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm layer made to normalise over the global batch: torch's SyncBatchNorm on GPUs,
+    CpuSyncBatchNorm on the CPU."""
+    if device.type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if isinstance(model, nn.modules.batchnorm._BatchNorm) and not isinstance(model, CpuSyncBatchNorm):
+        sync = CpuSyncBatchNorm(model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats)
+        sync.load_state_dict(model.state_dict())
+        sync.train(model.training)
+        return sync
+    for name, child in model.named_children():
+        model.add_module(name, convert_sync_batchnorm(child, device))
+    return model

@@ -1,0 +1,47 @@
+"""DataLoaders over the engine's samplers: decoding in worker processes, batches moved to the device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import send_to_device
+from torch.utils.data import DataLoader, Dataset
+
+from dlcvkit.config import DataConfig
+from dlcvkit.engine.sampling import EvalBatches, TrainBatches
+
+
+def make_train_loader(dataset: Dataset, sampler: TrainBatches, num_workers: int, device: torch.device) -> DataLoader:
+    """Workers decode and resize; the loader's own generator keeps worker seeding off the global RNG, so that
+    starting an epoch consumes no random numbers (a resumed run draws exactly what the uninterrupted one did)."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator(),
+    )
+
+
+def make_eval_loader(dataset: Dataset, data: DataConfig, accelerator: Accelerator) -> DataLoader:
+    """This process's share of the evaluation set, every sample exactly once over all processes."""
+    batches = EvalBatches(
+        len(dataset), data.eval_batch_size or data.batch_size, accelerator.process_index, accelerator.num_processes
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=data.num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+        persistent_workers=data.num_workers > 0,
+        generator=torch.Generator(),
+    )
+
+
+def device_batches(loader: Iterable[dict], device: torch.device) -> Iterator[dict]:
+    """The loader's batches on `device`."""
+    for batch in loader:
+        yield send_to_device(batch, device, non_blocking=True)

@@ -1,0 +1,169 @@
+"""The one training loop every recipe runs: batch, augment on the device, forward, loss, backward, step,
+schedule, EMA, log, evaluate, checkpoint. Tasks plug in through `dlcvkit.engine.task.Task`."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from pathlib import Path
+
+import torch
+from accelerate.utils import send_to_device, set_seed
+from torch import nn
+
+from dlcvkit.config import write_recipe
+from dlcvkit.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dlcvkit.engine.distributed import convert_sync_batchnorm, make_accelerator, use_deterministic_kernels
+from dlcvkit.engine.ema import EMA
+from dlcvkit.engine.loaders import device_batches, make_eval_loader, make_train_loader
+from dlcvkit.engine.optim import build_optimizer
+from dlcvkit.engine.rundir import check_run_dir
+from dlcvkit.engine.runlog import RunLog
+from dlcvkit.engine.sampling import TrainBatches
+from dlcvkit.engine.schedule import lr_factor, set_lr
+from dlcvkit.engine.task import RunContext, Task
+from dlcvkit.engine.weights import save_weights
+from dlcvkit.errors import DlcvkitError
+
+
+def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) -> dict:
+    """Train `task` into `run_dir` (from its latest checkpoint with `resume`); stop after `max_steps` optimizer
+    steps if given, without changing the schedules. Returns {"step", "metrics", "best"}."""
+    recipe, train, run_dir = task.recipe, task.recipe.train, Path(run_dir)
+    accelerator = make_accelerator(train, run_dir)
+    if train.deterministic:
+        use_deterministic_kernels()
+    elif accelerator.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    check_run_dir(run_dir, resume)
+    accelerator.wait_for_everyone()  # every process checked the folder before the first file is written
+    if accelerator.is_main_process and not resume:
+        write_recipe(recipe, run_dir / "recipe.toml")
+
+    set_seed(train.seed)  # the same initial weights on every process
+    model = task.build_model()
+    if train.sync_bn and accelerator.num_processes > 1:
+        model = convert_sync_batchnorm(model, accelerator.device)
+    if train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    set_seed(train.seed, device_specific=True)  # then each process draws its own augmentations
+
+    train_set, val_set = task.train_dataset(), task.val_dataset()
+    sampler = TrainBatches(
+        len(train_set), recipe.data.batch_size, accelerator.process_index, accelerator.num_processes, train.seed
+    )
+    loader = make_train_loader(train_set, sampler, recipe.data.num_workers, accelerator.device)
+    val_loader = make_eval_loader(val_set, recipe.data, accelerator) if val_set is not None else None
+    accum = train.grad_accum
+    steps_per_epoch = sampler.batches_per_epoch // accum
+    if steps_per_epoch == 0:
+        raise DlcvkitError(f"train.grad_accum={accum} is more than the {sampler.batches_per_epoch} batches per epoch")
+    total_steps = train.epochs * steps_per_epoch
+    warmup = recipe.schedule.warmup_steps or round(recipe.schedule.warmup_epochs * steps_per_epoch)
+    stop = min(total_steps, max_steps) if max_steps > 0 else total_steps
+
+    optimizer = build_optimizer(recipe.optim, task.param_groups(model), recipe.data.batch_size * accum)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    net = accelerator.unwrap_model(model, keep_torch_compile=False)  # plain module: clean state_dict keys
+    emas = task.emas(net, total_steps)
+    ema_model = None
+    if train.model_ema > 0:
+        ema_model = copy.deepcopy(net).eval().requires_grad_(False)
+        emas.append(EMA(net, ema_model, train.model_ema))
+        accelerator.register_for_checkpointing(ema_model)
+
+    state = {"step": 0, "best": None, "best_step": None}
+    if resume:
+        state = load_checkpoint(accelerator, latest_checkpoint(run_dir))
+    step, batches, metrics = state["step"], None, {}
+    ctx = RunContext(accelerator, run_dir, step, step // steps_per_epoch, total_steps)
+    samples_per_step = recipe.data.batch_size * accum
+    with RunLog(accelerator, run_dir, start_step=step, stop_step=stop, log_every=train.log_every,
+                samples_per_step=samples_per_step) as log:
+        if step < stop:
+            log.print(f"{task.__class__.__name__}: {total_steps} steps ({steps_per_epoch}/epoch), "
+                      f"{accelerator.num_processes} process(es) on {accelerator.device}, from step {step} to {stop}")
+        while step < stop:
+            if batches is None:  # start, or resume in the middle of, an epoch
+                epoch, done = divmod(step, steps_per_epoch)
+                sampler.set_position(epoch, done * accum)
+                batches = iter(loader)
+                model.train()
+            lr = lr_factor(step, total_steps, warmup, recipe.schedule.decay, recipe.schedule.min_lr_ratio,
+                           recipe.schedule.power)
+            set_lr(optimizer, lr)
+            data_wait = 0.0
+            for micro in range(accum):
+                t0 = time.perf_counter()
+                batch = send_to_device(next(batches), accelerator.device, non_blocking=True)
+                data_wait += time.perf_counter() - t0
+                with torch.no_grad():
+                    batch = task.augment(batch)
+                sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
+                with sync, accelerator.autocast():
+                    loss = task.loss(model, batch)
+                    accelerator.backward(loss / accum)
+            if train.clip_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            for ema in emas:
+                ema.update(step)
+            step += 1
+            ctx.step, ctx.epoch = step, step // steps_per_epoch
+            extra = {"tau": emas[0].tau(step - 1)} if emas else {}
+            log.train_step(step, ctx.epoch, loss, optimizer.param_groups[0]["lr"], data_wait, extra)
+
+            epoch_done = step % steps_per_epoch == 0
+            if epoch_done:
+                batches = None
+            eval_due = epoch_done and train.eval_every > 0 and ctx.epoch % train.eval_every == 0
+            if val_loader is not None and (eval_due or step == stop):
+                metrics = _evaluate(task, net, ema_model, val_loader, ctx, log)
+                _keep_best(task, accelerator, net, metrics, state, step, run_dir)
+            if epoch_done:
+                task.after_epoch(net, ctx)
+            if epoch_done or step == stop or (train.ckpt_every and step % train.ckpt_every == 0):
+                log.flush(step, ctx.epoch, optimizer.param_groups[0]["lr"], extra)  # never save a diverged model
+                state.update(step=step, epoch=ctx.epoch)
+                save_checkpoint(accelerator, run_dir, state, train.keep_last)
+
+    if accelerator.is_main_process:
+        save_weights(net.state_dict(), run_dir / "model.safetensors", {"step": str(step)})
+        task.export(net, ctx)
+        if metrics:
+            log.print("final: " + _format(metrics))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return {"step": step, "metrics": metrics, "best": state["best"]}
+
+
+def _evaluate(task: Task, net: nn.Module, ema_model: nn.Module | None, val_loader, ctx: RunContext,
+              log: RunLog) -> dict:
+    """Evaluate the model (and its EMA, as `ema_*`) on the validation set; log the result."""
+    accelerator = ctx.accelerator
+    net.eval()
+    with accelerator.autocast():
+        metrics = task.evaluate(net, device_batches(val_loader, accelerator.device), ctx)
+        if ema_model is not None:
+            ema = task.evaluate(ema_model, device_batches(val_loader, accelerator.device), ctx)
+            metrics |= {f"ema_{k}": v for k, v in ema.items()}
+    log.write({"step": ctx.step, "epoch": ctx.epoch, "split": "val", **metrics})
+    log.print(f"epoch {ctx.epoch} step {ctx.step} val: {_format(metrics)}")
+    return metrics
+
+
+def _keep_best(task: Task, accelerator, net: nn.Module, metrics: dict, state: dict, step: int, run_dir: Path) -> None:
+    """Write best.safetensors when the task's `best_metric` improves."""
+    value = metrics.get(task.best_metric) if task.best_metric else None
+    if value is None or (state["best"] is not None and value <= state["best"]):
+        return
+    state.update(best=value, best_step=step)
+    if accelerator.is_main_process:
+        save_weights(net.state_dict(), run_dir / "best.safetensors", {"step": str(step), task.best_metric: str(value)})
+
+
+def _format(metrics: dict) -> str:
+    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                     if not isinstance(v, (list, dict)))

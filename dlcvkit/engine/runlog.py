@@ -1,0 +1,122 @@
+"""What a run reports: metrics.jsonl (one JSON object per logged step or evaluation), the rich progress bar,
+and TensorBoard through accelerate's tracker, all on the main process only."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from dlcvkit.errors import DlcvkitError
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl."""
+    path = Path(run_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+class RunLog:
+    """Accumulates the training loss on the device and reads it back every `log_every` steps (the loop's only
+    host sync), writes records, and drives the progress bar."""
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        run_dir: Path,
+        *,
+        start_step: int,
+        stop_step: int,
+        log_every: int,
+        samples_per_step: int,
+    ) -> None:
+        self.accelerator, self.main = accelerator, accelerator.is_main_process
+        self.path = Path(run_dir) / METRICS_FILE
+        self.stop_step, self.log_every, self.samples_per_step = stop_step, max(1, log_every), samples_per_step
+        self._loss_sum = torch.zeros((), device=accelerator.device)
+        self._count, self._data_wait, self._t0, self._step0 = 0, 0.0, time.perf_counter(), start_step
+        self.last_loss = float("nan")
+        if self.main:
+            # Records after the checkpoint we resume from belong to the lost part of the run: drop them.
+            kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.main,
+        )
+        self._bar = self.progress.add_task("train", total=stop_step, completed=start_step, loss="-", lr="-", speed="")
+
+    def __enter__(self) -> RunLog:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def print(self, message: str) -> None:
+        """A line for the user (main process), printed above the progress bar."""
+        if self.main:
+            self.progress.console.print(message, highlight=False, soft_wrap=True)
+
+    def train_step(self, step: int, epoch: int, loss: torch.Tensor, lr: float, data_wait: float, extra: dict) -> None:
+        """Account one optimizer step (`step` = steps done); every `log_every` steps read back and record."""
+        self._loss_sum += loss.detach().float()
+        self._count += 1
+        self._data_wait += data_wait
+        self.progress.update(self._bar, completed=step)
+        if step % self.log_every == 0 or step == self.stop_step:
+            self.flush(step, epoch, lr, extra)
+
+    def flush(self, step: int, epoch: int, lr: float, extra: dict) -> None:
+        """Record the mean loss since the last record; raise if it is not finite."""
+        if self._count == 0:
+            return
+        loss = float(self._loss_sum) / self._count  # the host sync, once per interval
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        steps = step - self._step0
+        record = {
+            "step": step,
+            "epoch": epoch,
+            "loss": loss,
+            "lr": lr,
+            "samples_per_s": steps * self.samples_per_step / elapsed,
+            "data_wait": self._data_wait / elapsed,
+            **extra,
+        }
+        self._loss_sum.zero_()
+        self._count, self._data_wait, self._t0, self._step0 = 0, 0.0, time.perf_counter(), step
+        if not math.isfinite(loss):
+            raise DlcvkitError(
+                f"the training loss became {loss} by step {step}; the last good checkpoint is kept in "
+                "checkpoints/ (lower optim.lr, set train.clip_grad_norm, or check the data)"
+            )
+        self.last_loss = loss
+        self.progress.update(
+            self._bar, loss=f"{loss:.4f}", lr=f"{lr:.2e}", speed=f"{record['samples_per_s']:.1f} img/s"
+        )
+        self.write(record)
+
+    def write(self, record: dict) -> None:
+        """Append one record to metrics.jsonl (and TensorBoard)."""
+        if not self.main:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("step",)}
+        if self.accelerator.trackers:
+            prefix = f"{record['split']}/" if "split" in record else "train/"
+            self.accelerator.log({prefix + k: v for k, v in numbers.items()}, step=record["step"])

@@ -1,0 +1,71 @@
+"""Weight files: safetensors by default, `.pt/.pth` only through `torch.load(weights_only=True)`, no pickled models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dlcvkit.errors import DlcvkitError
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors`, `.pt`, `.pth` or `.bin` file (a `{"state_dict": ...}` or `{"model": ...}`
+    wrapper is unwrapped); anything else that is not plain tensors is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise DlcvkitError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise DlcvkitError(f"weights file {path} is not a readable safetensors file: {e}") from None
+    if path.suffix not in (".pt", ".pth", ".bin"):
+        raise DlcvkitError(f"weights file {path}: expected .safetensors, .pt, .pth or .bin")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for unsafe or broken pickles
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DlcvkitError(
+            f"weights file {path} cannot be loaded safely (weights_only=True): {first}; "
+            "save a state_dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
+        ) from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DlcvkitError(f"weights file {path} does not hold a state_dict of tensors")
+    return obj
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:
+    """`model.load_state_dict(state)` with a one-line error naming the first mismatching key and shapes."""
+    own = model.state_dict()
+    for key, tensor in state.items():
+        if key in own and own[key].shape != tensor.shape:
+            raise DlcvkitError(
+                f"{source} does not fit this model: '{key}' has shape {tuple(tensor.shape)} in the file and "
+                f"{tuple(own[key].shape)} in the model (another architecture or class count?)"
+            )
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if strict and (missing or unexpected):
+        what = f"missing key '{missing[0]}'" if missing else f"unexpected key '{unexpected[0]}'"
+        raise DlcvkitError(
+            f"{source} does not fit this model: {what} ({len(missing)} missing, {len(unexpected)} unexpected; "
+            "another architecture?)"
+        )
+    model.load_state_dict(state, strict=strict)
+
+
+def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write a state_dict as safetensors atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+    os.replace(tmp, path)

@@ -1,0 +1,63 @@
+"""timm backbones by name, with pretrained weights from a local file (no download needed) or the hub."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import timm
+from torch import nn
+
+from dlcvkit.errors import DlcvkitError
+
+HUB = "hub"  # `pretrained = "hub"`: let timm download the weights (needs a network)
+
+
+def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
+    """`timm.create_model(name, **kwargs)` with `pretrained` = "" (random init), a local weights file
+    (.safetensors / .pth / .pt; torchvision-format state dicts are converted by timm's checkpoint filters),
+    or "hub". Every failure becomes a one-line DlcvkitError saying how to fix it."""
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        close = timm.list_models(f"*{name.split('.')[0][:4]}*")[:8]
+        raise DlcvkitError(f"unknown timm model '{name}'" + (f"; similar: {', '.join(close)}" if close else ""))
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if pretrained == HUB:
+        if not _hub_reachable():
+            raise DlcvkitError(
+                f"pretrained weights for '{name}' were asked from the hub, which cannot be reached (offline?); "
+                f"download them elsewhere and pass the local file: --set model.pretrained=/path/to/{name}.safetensors"
+                " (or a torchvision .pth state dict)"
+            )
+        try:
+            return timm.create_model(name, pretrained=True, **kwargs)
+        except Exception as e:  # noqa: BLE001 - hub, network and cache errors come in many types
+            raise DlcvkitError(
+                f"could not get pretrained weights for '{name}' from the hub ({_first_line(e)}); offline, download "
+                f"them elsewhere and pass the local file: --set model.pretrained=/path/to/{name}.safetensors (or .pth)"
+            ) from None
+    path = Path(pretrained)
+    if not path.is_file():
+        raise DlcvkitError(f"pretrained weights file {path} does not exist (model.pretrained)")
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+    except Exception as e:  # noqa: BLE001 - torch.load / load_state_dict raise RuntimeError, pickle errors, ...
+        raise DlcvkitError(f"pretrained weights {path} do not load into '{name}': {_first_line(e)}") from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub, so an offline machine gets its error at once instead of after minutes of
+    huggingface_hub's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,44 @@
+"""Image classifiers: a timm backbone's pooled features followed by a linear or MLP head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dlcvkit.models.backbones import create_backbone
+
+
+def build_head(in_features: int, num_classes: int, hidden: list[int] = (), dropout: float = 0.0) -> nn.Sequential:
+    """Linear head, or an MLP `in -> hidden[0] -> ... -> num_classes` with ReLU and dropout between layers."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        layers += [nn.Dropout(dropout), nn.Linear(width, h), nn.ReLU(inplace=True)] if dropout else \
+                  [nn.Linear(width, h), nn.ReLU(inplace=True)]
+        width = h
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+class Classifier(nn.Module):
+    """`head(backbone(x))`; `features(x)` is the input of the last linear layer (the penultimate features)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Sequential) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head[:-1](self.backbone(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def build_classifier(
+    backbone: str, num_classes: int, hidden: list[int] = (), dropout: float = 0.0, pretrained: str = ""
+) -> Classifier:
+    """A timm backbone by name (pooled features, its own classifier removed) with a fresh head."""
+    net = create_backbone(backbone, pretrained=pretrained, num_classes=0)
+    return Classifier(net, build_head(net.num_features, num_classes, list(hidden), dropout))

@@ -1,0 +1,56 @@
+import math
+
+import pytest
+import torch
+
+from dlcvkit.engine.metrics import Confusion, accuracy, iou_per_class, mean_iou, per_class_accuracy
+
+
+def test_confusion_counts_rows_labels_cols_predictions():
+    c = Confusion(3)
+    c.update(torch.tensor([0, 1, 2, 2, 1]), torch.tensor([0, 1, 1, 2, 0]))
+    assert c.matrix.tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert accuracy(c.matrix) == pytest.approx(3 / 5)
+    torch.testing.assert_close(per_class_accuracy(c.matrix), torch.tensor([0.5, 0.5, 1.0], dtype=torch.float64))
+
+
+def test_confusion_wide_classes_and_images():
+    # 50 classes take the int32 index path; 2-d inputs are flattened
+    c = Confusion(50)
+    pred = torch.tensor([[49, 3], [3, 0]])
+    label = torch.tensor([[49, 3], [4, 0]])
+    c.update(pred, label)
+    assert int(c.matrix.sum()) == 4 and c.matrix[49, 49] == 1 and c.matrix[4, 3] == 1 and c.matrix[0, 0] == 1
+
+
+def test_course_mean_iou_hand_computed_with_unknown_false_positive():
+    # 7 classes; 8 pixels. label / prediction pairs:
+    label = torch.tensor([0, 0, 1, 1, 6, 6, 2, 3])
+    pred = torch.tensor([0, 1, 1, 1, 0, 6, 2, 2])
+    c = Confusion(7)
+    c.update(pred, label)
+    iou = iou_per_class(c.matrix, 6)
+    # class 0: TP 1, predicted 0 on pixels 0 and 4 (Unknown counts as false positive) -> P=2, L=2 -> 1/3
+    # class 1: TP 2, P=3, L=2 -> 2/3 ; class 2: TP 1, P=2, L=1 -> 1/2 ; class 3: TP 0, P=0, L=1 -> 0
+    # classes 4, 5: absent from labels and predictions -> NaN (the course's 0/0)
+    expected = [1 / 3, 2 / 3, 1 / 2, 0.0]
+    assert iou[:4].tolist() == pytest.approx(expected)
+    assert math.isnan(iou[4]) and math.isnan(iou[5])
+    assert math.isnan(mean_iou(c.matrix))
+
+
+def test_course_mean_iou_all_present():
+    label = torch.arange(6).repeat(2)
+    pred = torch.cat([torch.arange(6), torch.tensor([0, 1, 2, 3, 4, 0])])
+    c = Confusion(7)
+    c.update(pred, label)
+    # classes 0..4 perfect except class 0 gets one false positive from a 5: IoU0 = 2/3, IoU5 = 1/2
+    assert mean_iou(c.matrix) == pytest.approx((2 / 3 + 1 + 1 + 1 + 1 + 1 / 2) / 6)
+
+
+def test_counts_are_summed_over_the_set_not_averaged_per_image():
+    # image A: class 0 perfect on 1 pixel; image B: class 0 has 1 TP of 3 pixels -> pooled IoU 2/4 (not (1 + 1/3)/2)
+    c = Confusion(7)
+    c.update(torch.tensor([0]), torch.tensor([0]))
+    c.update(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 0]))
+    assert iou_per_class(c.matrix, 1)[0].item() == pytest.approx(2 / 4)
