@@ -24,6 +24,11 @@ app = typer.Typer(
 )
 
 
+eval_app = typer.Typer(help="Evaluate predictions or trained runs with the course's rules.", no_args_is_help=True)
+predict_app = typer.Typer(help="Inference in the course's output formats.", no_args_is_help=True)
+viz_app = typer.Typer(help="Pictures: mask overlays and grids.", no_args_is_help=True)
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
@@ -35,6 +40,9 @@ def _register() -> None:
     from dlcvkit.cli import classify, data, launch
 
     app.add_typer(data.app, name="data")
+    app.add_typer(eval_app, name="eval")
+    app.add_typer(predict_app, name="predict")
+    app.add_typer(viz_app, name="viz")
     app.command("classify")(classify.classify)
     app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(launch.launch)
 

@@ -26,6 +26,7 @@ class ClassifyModel:
     num_classes: int = 0  # 0 = from the training data
     head: list[int] = field(default_factory=list)  # hidden widths of an MLP head ([] = one linear layer)
     dropout: float = 0.0
+    freeze_backbone: bool = False  # train the head only (the backbone also stays in eval mode: BN frozen)
 
 
 @dataclass
@@ -46,18 +47,22 @@ class ClassifyTask(Task):
 
     def __init__(self, recipe: ClassifyRecipe) -> None:
         super().__init__(recipe)
-        data = recipe.data
-        if not data.train:
-            raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
-        self._train = open_labeled(data.train, size=data.img_size, layout=data.layout)
-        self.num_classes = recipe.model.num_classes or self._train.num_classes
-        self._augment = classification_augment(recipe.aug.preset, data.img_size)
+        if not recipe.model.num_classes:  # resolved into the recipe, so RUN_DIR/recipe.toml rebuilds the model
+            recipe.model.num_classes = self.train_dataset().num_classes
+        self.num_classes = recipe.model.num_classes
+        self._augment = classification_augment(recipe.aug.preset, recipe.data.img_size)
 
     def build_model(self) -> nn.Module:
         m = self.recipe.model
-        return build_classifier(m.backbone, self.num_classes, m.head, m.dropout, m.pretrained)
+        return build_classifier(m.backbone, self.num_classes, m.head, m.dropout, m.pretrained, m.freeze_backbone)
 
     def train_dataset(self):
+        data = self.recipe.data
+        if not data.train:
+            raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
+        if getattr(self, "_train", None) is None:
+            self._train = open_labeled(data.train, size=data.img_size, layout=data.layout,
+                                       num_classes=self.recipe.model.num_classes or None)
         return self._train
 
     def val_dataset(self):
