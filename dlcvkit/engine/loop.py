@@ -40,6 +40,8 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
     accelerator.wait_for_everyone()  # every process checked the folder before the first file is written
     if accelerator.is_main_process and not resume:
         write_recipe(recipe, run_dir / "recipe.toml")
+    if accelerator.log_with:
+        accelerator.init_trackers("tensorboard")  # RUN_DIR/tensorboard/
 
     set_seed(train.seed)  # the same initial weights on every process
     model = task.build_model()

@@ -85,7 +85,11 @@ class RunLog:
         """Record the mean loss since the last record; raise if it is not finite."""
         if self._count == 0:
             return
-        loss = float(self._loss_sum) / self._count  # the host sync, once per interval
+        # Mean over all processes' local losses (= the global batch's loss); the interval's one host sync,
+        # and every rank gets the same value, so a non-finite loss stops all of them at the same step.
+        loss_sum = self.accelerator.reduce(self._loss_sum, "mean") if self.accelerator.num_processes > 1 \
+            else self._loss_sum
+        loss = float(loss_sum) / self._count
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         steps = step - self._step0
         record = {
