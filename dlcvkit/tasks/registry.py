@@ -16,6 +16,9 @@ from dlcvkit.errors import DlcvkitError
 # task name -> (module, recipe class, task class); imported lazily so the CLI starts fast
 TASKS = {
     "classify": ("dlcvkit.tasks.classify", "ClassifyRecipe", "ClassifyTask"),
+    "segment": ("dlcvkit.tasks.segment", "SegmentRecipe", "SegmentTask"),
+    "byol": ("dlcvkit.tasks.byol", "ByolRecipe", "ByolTask"),
+    "finetune": ("dlcvkit.tasks.finetune", "FinetuneRecipe", "FinetuneTask"),
 }
 
 
@@ -55,6 +58,9 @@ def load_run(run_dir: Path, weights: str = "best", device: torch.device | str = 
     """(recipe, task, model in eval mode on `device`) of a finished run; needs no training data."""
     recipe = run_recipe(run_dir)
     task = task_classes(recipe.task)[1](recipe)
+    if hasattr(getattr(recipe, "model", None), "pretrained"):
+        # The run's own weights replace the pre-trained ones: never read (or download, offline) those again.
+        recipe.model.pretrained = ""
     model: nn.Module = task.build_model()
     path = run_weights(run_dir, weights)
     load_weights(model, read_state_dict(path), source=str(path))
