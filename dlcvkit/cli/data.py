@@ -59,3 +59,16 @@ def synth(
         make = {"cls": generators.synth_cls, "ssl": generators.synth_ssl, "officehome": generators.synth_officehome}
         summary = make[kind.value](out, n, size, classes, seed, force=force)
     typer.echo(summary)
+
+
+@app.command("export-digits")
+def export_digits(
+    out: Path = typer.Option(..., "--out", help="Folder to write train/ and val/ into (created; must be empty)."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of each class put in val/."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/val split."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+) -> None:
+    """Write scikit-learn's real handwritten digits (1,797 8x8 images, no download) in the P1 layout."""
+    from dlcvkit.data.digits import export_digits as write_digits
+
+    typer.echo(write_digits(out, val_fraction, seed, force=force))

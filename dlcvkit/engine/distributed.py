@@ -102,6 +102,9 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     if isinstance(model, nn.modules.batchnorm._BatchNorm) and not isinstance(model, CpuSyncBatchNorm):
         sync = CpuSyncBatchNorm(model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats)
         sync.load_state_dict(model.state_dict())
+        if model.affine:  # keep frozen weights frozen (a frozen backbone, BYOL's target), as torch's conversion does
+            sync.weight.requires_grad_(model.weight.requires_grad)
+            sync.bias.requires_grad_(model.bias.requires_grad)
         sync.train(model.training)
         return sync
     for name, child in model.named_children():

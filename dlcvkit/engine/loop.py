@@ -133,6 +133,8 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
 
     if accelerator.is_main_process:
         save_weights(net.state_dict(), run_dir / "model.safetensors", {"step": str(step)})
+        if ema_model is not None:  # the model EMA is only useful if inference can load it
+            save_weights(ema_model.state_dict(), run_dir / "ema.safetensors", {"step": str(step)})
         task.export(net, ctx)
         if metrics:
             log.print("final: " + _format(metrics))

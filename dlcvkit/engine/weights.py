@@ -42,8 +42,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:
-    """`model.load_state_dict(state)` with a one-line error naming the first mismatching key and shapes."""
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True,
+                 assign: bool = False) -> None:
+    """`model.load_state_dict(state)` with a one-line error naming the first mismatching key and shapes.
+
+    `assign=True` makes the file's tensors the model's parameters: for a model built on the meta device, which
+    skips the random initialisation that the file overwrites anyway."""
     own = model.state_dict()
     for key, tensor in state.items():
         if key in own and own[key].shape != tensor.shape:
@@ -59,7 +63,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, 
             f"{source} does not fit this model: {what} ({len(missing)} missing, {len(unexpected)} unexpected; "
             "another architecture?)"
         )
-    model.load_state_dict(state, strict=strict)
+    model.load_state_dict(state, strict=strict, assign=assign)
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
