@@ -1,0 +1,82 @@
+"""BYOL's two views of each image (kornia, on the device, random parameters drawn per image).
+
+Presets: `paper` (Grill et al. 2020, Table 6: two asymmetric views), `paper_gray` (the same, every view
+grayscale: for data whose colours are random per image, such as `dlcvkit data synth`, where the colour palette
+alone tells the images apart and BYOL learns it instead of shapes), `report` (the lighter pipeline of the
+course's reference report, after lucidrains' byol-pytorch defaults), `none` (both views = the image; for checks
+that need no randomness, such as 1 vs N processes).
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def blur_kernel(size: int) -> int:
+    """Odd Gaussian-blur kernel of about 10% of the image side (paper: 23 px at 224; 13 at 128)."""
+    return 2 * round(0.05 * size) + 1
+
+
+def paper_view(size: int, blur_p: float, solarize_p: float, grayscale_p: float = 0.2) -> K.AugmentationSequential:
+    """One of the paper's views (Table 6); the two views differ only in the blur and solarize probabilities."""
+    return K.AugmentationSequential(
+        K.RandomResizedCrop((size, size), scale=(0.08, 1.0)),
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
+        K.RandomGrayscale(p=grayscale_p),
+        K.RandomGaussianBlur(blur_kernel(size), sigma=(0.1, 2.0), p=blur_p),
+        K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p),  # threshold exactly 0.5, nothing added
+    )
+
+
+class Pad(nn.Module):
+    """Zero padding on every side (torchvision's `Pad`, which kornia has no batched augmentation for)."""
+
+    def __init__(self, pixels: int) -> None:
+        super().__init__()
+        self.pixels = pixels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.pad(images, (self.pixels,) * 4)
+
+
+def report_view(size: int) -> nn.Sequential:
+    """The reference report's view: jitter 0.8/0.8/0.8/0.2 at p 0.3, grayscale 0.2, flip, 3x3 blur σ 1–2 at
+    p 0.2, then pad 20 (at 128 px; scaled with the image side) and a random resized crop back to `size`."""
+    return nn.Sequential(
+        K.AugmentationSequential(
+            K.ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.3),
+            K.RandomGrayscale(p=0.2),
+            K.RandomHorizontalFlip(),
+            K.RandomGaussianBlur(3, sigma=(1.0, 2.0), p=0.2),
+        ),
+        Pad(round(20 * size / 128)),
+        K.AugmentationSequential(K.RandomResizedCrop((size, size))),
+    )
+
+
+class TwoViews(nn.Module):
+    """Float images `b c h w` in [0, 1] -> (view 1, view 2), each drawn independently for every image."""
+
+    def __init__(self, view1: nn.Module, view2: nn.Module) -> None:
+        super().__init__()
+        self.view1, self.view2 = view1, view2
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.view1(images), self.view2(images)
+
+
+def byol_views(preset: str, size: int) -> TwoViews:
+    """The two-view pipeline of a preset (`paper`, `paper_gray`, `report` or `none`) producing `size` x `size` views."""
+    if preset in ("paper", "paper_gray"):
+        gray = 1.0 if preset == "paper_gray" else 0.2
+        return TwoViews(paper_view(size, blur_p=1.0, solarize_p=0.0, grayscale_p=gray),
+                        paper_view(size, blur_p=0.1, solarize_p=0.2, grayscale_p=gray))
+    if preset == "report":
+        return TwoViews(report_view(size), report_view(size))
+    if preset == "none":
+        return TwoViews(nn.Identity(), nn.Identity())
+    raise ValueError(f"unknown BYOL augmentation preset {preset!r}")

@@ -1,0 +1,178 @@
+"""Run reports a person reads without opening JSON: RUN_DIR/report.md and report.html (curves, final metrics,
+pictures, throughput, the resolved recipe), and comparison tables of several runs.
+
+A report is a list of blocks rendered twice, as Markdown (pictures linked) and as one self-contained HTML file
+(pictures inlined), so both say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlcvkit.engine.checkpoint import STATE_FILE, latest_checkpoint
+from dlcvkit.engine.runlog import read_metrics
+from dlcvkit.errors import DlcvkitError
+
+
+@dataclass
+class Block:
+    """One piece of a report: kind is heading | text | table | image | code."""
+
+    kind: str
+    text: str = ""
+    level: int = 2
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    path: Path | None = None
+
+
+def run_summary(run_dir: Path) -> dict:
+    """What a run did: task, steps, last validation metrics, best metric, throughput."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.toml").is_file():
+        raise DlcvkitError(f"{run_dir}: not a dlcvkit run folder (no recipe.toml)")
+    records = read_metrics(run_dir)
+    train = [r for r in records if "split" not in r]
+    val = [r for r in records if r.get("split") == "val"]
+    # the first interval includes start-up (workers, allocation): leave it out of the throughput when possible
+    speeds = [r["samples_per_s"] for r in (train[1:] or train) if "samples_per_s" in r]
+    waits = [r["data_wait"] for r in (train[1:] or train) if "data_wait" in r]
+    checkpoint = latest_checkpoint(run_dir)
+    state = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint else {}
+    from dlcvkit.tasks.registry import run_recipe
+
+    return {
+        "name": run_dir.name,
+        "task": run_recipe(run_dir).task,
+        "step": max((r["step"] for r in records), default=0),
+        "epoch": max((r.get("epoch", 0) for r in records), default=0),
+        "final_loss": train[-1]["loss"] if train else None,
+        "val": {k: v for k, v in (val[-1] if val else {}).items() if k not in ("step", "epoch", "split")},
+        "best": state.get("best"),
+        "best_step": state.get("best_step"),
+        "samples_per_s": statistics.median(speeds) if speeds else None,
+        "data_wait": statistics.mean(waits) if waits else None,
+    }
+
+
+def run_report_blocks(run_dir: Path) -> list[Block]:
+    """The report of one run."""
+    from dlcvkit.viz.curves import plot_curves
+
+    run_dir = Path(run_dir)
+    s = run_summary(run_dir)
+    blocks = [Block("heading", f"Run report: {s['name']} ({s['task']})", level=1)]
+    facts = [["optimizer steps", str(s["step"])], ["epochs", str(s["epoch"])]]
+    if s["final_loss"] is not None:
+        facts.append(["last training loss", _fmt(s["final_loss"])])
+    if s["best"] is not None:
+        facts.append(["best validation metric", f"{_fmt(s['best'])} (step {s['best_step']})"])
+    if s["samples_per_s"] is not None:
+        facts.append(["throughput (median)", f"{s['samples_per_s']:.1f} samples/s"])
+    if s["data_wait"] is not None:
+        facts.append(["time waiting for data", f"{100 * s['data_wait']:.1f}%"])
+    blocks.append(Block("table", header=["", ""], rows=facts))
+    if s["val"]:
+        blocks += [Block("heading", "Final validation metrics"),
+                   Block("table", header=["metric", "value"], rows=[[k, _fmt(v)] for k, v in s["val"].items()])]
+    curves = plot_curves(read_metrics(run_dir), run_dir / "curves.png")
+    pictures = ([curves] if curves else []) + sorted(p for p in run_dir.glob("*.png") if p.name != "curves.png")
+    pictures += sorted(run_dir.glob("tsne/*.png"))
+    if pictures:
+        blocks.append(Block("heading", "Pictures"))
+        blocks += [Block("image", text=p.stem.replace("_", " "), path=p) for p in pictures]
+    blocks += [Block("heading", "Recipe"), Block("code", (run_dir / "recipe.toml").read_text())]
+    return blocks
+
+
+def comparison(run_dirs: list[Path]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) comparing the final validation metrics, best metric and throughput of several runs."""
+    summaries = [run_summary(Path(d)) for d in run_dirs]
+    keys: list[str] = []
+    for s in summaries:
+        keys += [k for k, v in s["val"].items() if k not in keys and not isinstance(v, list)]
+    rows = [[k] + [_fmt(s["val"].get(k)) for s in summaries] for k in keys]
+    rows += [["best", *[_fmt(s["best"]) for s in summaries]],
+             ["steps", *[str(s["step"]) for s in summaries]],
+             ["samples/s", *[_fmt(s["samples_per_s"], 1) for s in summaries]]]
+    return ["metric", *[f"{s['name']} ({s['task']})" for s in summaries]], rows
+
+
+def write_report(blocks: list[Block], out_dir: Path, name: str = "report") -> tuple[Path, Path]:
+    """Write OUT_DIR/NAME.md and OUT_DIR/NAME.html."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, page = out_dir / f"{name}.md", out_dir / f"{name}.html"
+    md.write_text(to_markdown(blocks, out_dir))
+    page.write_text(to_html(blocks))
+    return md, page
+
+
+def write_run_report(run_dir: Path) -> Path:
+    """RUN_DIR/report.md and report.html; returns the Markdown path."""
+    return write_report(run_report_blocks(run_dir), run_dir)[0]
+
+
+def to_markdown(blocks: list[Block], base: Path) -> str:
+    out = []
+    for b in blocks:
+        if b.kind == "heading":
+            out.append(f"{'#' * b.level} {b.text}")
+        elif b.kind == "text":
+            out.append(b.text)
+        elif b.kind == "table":
+            lines = ["| " + " | ".join(b.header) + " |", "|" + "---|" * len(b.header)]
+            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in b.rows]
+            out.append("\n".join(lines))
+        elif b.kind == "image":
+            out.append(f"![{b.text}]({_relative(b.path, base)})")
+        elif b.kind == "code":
+            out.append(f"```toml\n{b.text.rstrip()}\n```")
+    return "\n\n".join(out) + "\n"
+
+
+def to_html(blocks: list[Block]) -> str:
+    body = []
+    for b in blocks:
+        if b.kind == "heading":
+            body.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+        elif b.kind == "text":
+            body.append(f"<p>{html.escape(b.text)}</p>")
+        elif b.kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            body.append(f"<table><tr>{head}</tr>{rows}</table>")
+        elif b.kind == "image":
+            data = base64.b64encode(b.path.read_bytes()).decode()
+            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.text)}">'
+                        f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
+        elif b.kind == "code":
+            body.append(f"<pre>{html.escape(b.text)}</pre>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}"
+             "pre{background:#f4f4f4;padding:1em;overflow:auto}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" \
+           f"{''.join(body)}</body></html>\n"
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(base).resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, list):
+        shown = ", ".join(_fmt(v, 3) for v in value[:12])
+        return f"[{shown}{', ...' if len(value) > 12 else ''}]"
+    return str(value)

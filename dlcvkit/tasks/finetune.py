@@ -1,0 +1,128 @@
+"""Office-Home fine-tuning in the reference report's settings A–E: the classification task with a backbone
+that starts from nothing (A), a supervised file (B full, D frozen) or our BYOL `backbone.safetensors`
+(C full, E frozen). The head is the recipe's, the same in every setting; the model is a `Classifier`, so
+`dlcvkit predict cls` and `dlcvkit tsne` work on finetune runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dlcvkit.engine.task import RunContext
+from dlcvkit.errors import DlcvkitError
+from dlcvkit.models.classifier import Classifier
+from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
+from dlcvkit.tasks.probe import extract_features, load_backbone_weights
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the reference report's table."""
+
+    pretraining: str  # what the backbone starts from (table column "pre-training")
+    finetuning: str  # what is trained (table column "fine-tuning")
+    source: Literal["", "supervised", "byol"]  # which backbone file it needs ("" = none)
+    freeze: bool
+
+
+SETTINGS = {
+    "A": Setting("-", "full model (backbone + classifier)", "", False),
+    "B": Setting("w/ labels (supervised backbone)", "full model (backbone + classifier)", "supervised", False),
+    "C": Setting("w/o labels (our BYOL backbone)", "full model (backbone + classifier)", "byol", False),
+    "D": Setting("w/ labels (supervised backbone)", "frozen backbone, classifier only", "supervised", True),
+    "E": Setting("w/o labels (our BYOL backbone)", "frozen backbone, classifier only", "byol", True),
+}
+
+
+@dataclass
+class FinetuneViz:
+    tsne_every: int = 0  # epochs between t-SNE pictures of the validation features, RUN_DIR/tsne/ (0 = none)
+
+
+@dataclass
+class FinetuneRecipe(ClassifyRecipe):
+    task: str = "finetune"
+    setting: Literal["", "A", "B", "C", "D", "E"] = ""  # A–E when run with --setting (model.pretrained and model.freeze_backbone follow it)
+    viz: FinetuneViz = field(default_factory=FinetuneViz)
+
+
+def setting_overrides(setting: str, backbone: str | Path | None) -> list[str]:
+    """The `--set` overrides of a setting: `setting`, `model.pretrained` (its backbone file, needed by B–E) and
+    `model.freeze_backbone`."""
+    if setting not in SETTINGS:
+        raise DlcvkitError(f"--setting {setting!r}: expected one of {', '.join(SETTINGS)}")
+    row = SETTINGS[setting]
+    if row.source and not backbone:
+        raise DlcvkitError(f"setting {setting} starts from a {row.source} backbone: pass its file with --backbone PATH")
+    if not row.source and backbone:
+        raise DlcvkitError(f"setting {setting} trains from random init; drop --backbone")
+    path = json.dumps(str(backbone or ""))  # a JSON string is a valid TOML string, quotes and backslashes escaped
+    return [f'setting="{setting}"', f"model.pretrained={path}", f"model.freeze_backbone={str(row.freeze).lower()}"]
+
+
+def office_home_splits(root: str | Path) -> tuple[Path, Path] | None:
+    """(root/train, root/val) when `root` is an Office-Home folder (train/ + train.csv, val/ + val.csv)."""
+    root = Path(root)
+    if all((root / f"{split}.csv").is_file() and (root / split).is_dir() for split in ("train", "val")):
+        return root / "train", root / "val"
+    return None
+
+
+class FinetuneTask(ClassifyTask):
+    def __init__(self, recipe: FinetuneRecipe) -> None:
+        super().__init__(recipe)
+        if recipe.setting:
+            row = SETTINGS[recipe.setting]
+            if bool(row.source) != bool(recipe.model.pretrained) or row.freeze != recipe.model.freeze_backbone:
+                raise DlcvkitError(
+                    f"setting {recipe.setting} needs model.pretrained {'set' if row.source else 'empty'} and "
+                    f"model.freeze_backbone={str(row.freeze).lower()}; use --setting (it sets both) or fix the recipe"
+                )
+        if recipe.viz.tsne_every > 0 and not recipe.data.val:
+            raise DlcvkitError("viz.tsne_every (--tsne-every) pictures the validation set: pass --val as well")
+
+    def build_model(self) -> Classifier:
+        """The classification task's model at random init, then the backbone file (if any) loaded strictly."""
+        model_cfg = self.recipe.model
+        source, model_cfg.pretrained = model_cfg.pretrained, ""
+        try:
+            model = super().build_model()
+        finally:
+            model_cfg.pretrained = source
+        if source:
+            # with model.pool = "grid" the timm network sits inside the pooling wrapper
+            load_backbone_weights(getattr(model.backbone, "net", model.backbone), source)
+        return model
+
+    def after_epoch(self, model: Classifier, ctx: RunContext) -> None:
+        """Every `viz.tsne_every` epochs, a t-SNE picture of the validation set's penultimate features."""
+        every = self.recipe.viz.tsne_every
+        if every <= 0 or ctx.epoch % every or not ctx.accelerator.is_main_process:
+            return
+        from dlcvkit.viz.tsne import plot_embedding
+
+        was_training = model.training
+        model.eval()
+        features, labels = extract_features(model.features, self.val_dataset(), self.recipe.data, ctx.accelerator.device)
+        model.train(was_training)
+        title = f"setting {self.recipe.setting} " if self.recipe.setting else ""
+        plot_embedding(features, labels, ctx.run_dir / "tsne" / f"epoch_{ctx.epoch:03d}.png",
+                       title=f"{title}epoch {ctx.epoch}: t-SNE of the validation features", seed=self.recipe.train.seed)
+
+
+def write_settings_table(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
+    """The A–E table (setting, pre-training, fine-tuning, validation accuracy) as settings.csv and settings.md."""
+    header = ["setting", "pre-training", "fine-tuning", "validation accuracy"]
+    csv_path, md_path = out_dir / "settings.csv", out_dir / "settings.md"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([r["setting"], r["pretraining"], r["finetuning"], f"{r['acc']:.4f}"] for r in rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [f"| {r['setting']} | {r['pretraining']} | {r['finetuning']} | {r['acc']:.4f} |" for r in rows]
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
+
