@@ -30,6 +30,7 @@ class DataConfig:
     batch_size: int = 64  # GLOBAL batch per forward pass, split evenly across processes
     eval_batch_size: int = 0  # per-process evaluation batch (0 = batch_size)
     num_workers: int = 2  # DataLoader workers per process
+    skip_bad: bool = False  # decode every image once at the start and leave out those that fail (reported)
 
 
 @dataclass
@@ -109,7 +110,30 @@ def load_recipe(path: str | Path, cls: type[R], overrides: list[str] = ()) -> R:
     expected = cls().task
     if expected and recipe.task != expected:
         raise DlcvkitError(f"recipe {path} is for task '{recipe.task}', not '{expected}'")
+    check_ranges(recipe, f"{path} with --set" if overrides else str(path))
     return recipe
+
+
+# Bounds (inclusive; None = open) of the shared keys whose type alone does not make them valid.
+RANGES = {
+    "data.img_size": (1, None), "data.batch_size": (1, None), "data.eval_batch_size": (0, None),
+    "data.num_workers": (0, None),
+    "optim.lr": (0, None), "optim.weight_decay": (0, None),
+    "schedule.warmup_steps": (0, None), "schedule.warmup_epochs": (0, None), "schedule.min_lr_ratio": (0, 1),
+    "train.epochs": (1, None), "train.grad_accum": (1, None), "train.clip_grad_norm": (0, None),
+    "train.model_ema": (0, 1), "train.log_every": (1, None), "train.eval_every": (0, None),
+    "train.ckpt_every": (0, None), "train.keep_last": (1, None),
+}
+
+
+def check_ranges(recipe: Recipe, where: str) -> None:
+    """Raise a DlcvkitError naming the first key of RANGES whose value is outside its bounds (or NaN)."""
+    for key, (low, high) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(recipe, section), name)
+        if not ((low is None or value >= low) and (high is None or value <= high)):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise DlcvkitError(f"{where}: recipe key '{key}' must be {bounds}, got {value!r}")
 
 
 def from_dict(cls: type, raw: dict, where: str, prefix: str = "") -> Any:

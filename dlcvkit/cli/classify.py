@@ -10,7 +10,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.common import DataOpt, MaxStepsOpt, OutOpt, RecipeOpt, ResumeOpt, SetOpt, ValOpt, run_training
+from dlcvkit.cli.common import (
+    DataOpt,
+    MaxStepsOpt,
+    OutOpt,
+    RecipeOpt,
+    ResumeOpt,
+    SetOpt,
+    SkipBadOpt,
+    ValOpt,
+    run_training,
+)
 from dlcvkit.errors import DlcvkitError
 
 
@@ -75,20 +85,29 @@ def eval_cls(
     ] = None,
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = 2,
+    skip_bad: SkipBadOpt = False,
 ) -> None:
     """Accuracy and per-class accuracy of a run, or of an ensemble of runs (mean of softmax probabilities).
 
     Runs under `dlcvkit launch` too: every image is counted once, and N processes print what 1 prints.
     """
-    from dlcvkit.data.datasets import open_labeled
+    import sys
+
+    from dlcvkit.data.datasets import open_labeled, skip_unreadable
     from dlcvkit.tasks.classify import evaluate_members
 
     accelerator, members = _members(run, weights)
     classes = members[0].model.head[-1].out_features
-    result = evaluate_members(
-        members, lambda size: open_labeled(data, size, layout, csv, num_classes=classes), accelerator,
-        batch_size, workers,
-    )
+
+    def open_data(size: int):
+        dataset = open_labeled(data, size, layout, csv, num_classes=classes)
+        if skip_bad:
+            note = skip_unreadable(dataset, f"--data {data} (--skip-bad)", workers)
+            if accelerator.is_main_process:
+                print(f"dlcvkit: note: {note}", file=sys.stderr)
+        return dataset
+
+    result = evaluate_members(members, open_data, accelerator, batch_size, workers)
     if accelerator.is_main_process:
         _print_evaluation(result)
         if json_out is not None:
@@ -213,6 +232,8 @@ def summary(
 
     net, size = _summary_model(model, task, num_classes)
     size = tuple(input_size) if input_size else size
+    if min(size) < 1:
+        raise DlcvkitError(f"--input-size {' '.join(map(str, size))}: C, H and W must be positive")
     if print_module:
         typer.echo(str(net))
     stats = torchinfo.summary(net, input_size=(1, *size), depth=depth, device="cpu", verbose=0, mode="eval",

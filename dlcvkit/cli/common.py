@@ -25,6 +25,11 @@ ResumeOpt = Annotated[
     Optional[Path], typer.Option("--resume", help="Continue the run in RUN_DIR from its latest checkpoint.")
 ]
 
+SkipBadOpt = Annotated[
+    bool, typer.Option("--skip-bad", help="Leave out images that cannot be decoded (all are decoded once first; "
+                                          "how many were left out is printed).")
+]
+
 # Keys that may change when a run is resumed without changing what it computes.
 RESUME_SAFE_KEYS = (
     "data.train", "data.val", "data.num_workers", "data.eval_batch_size",

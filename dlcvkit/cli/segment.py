@@ -10,7 +10,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.common import DataOpt, MaxStepsOpt, OutOpt, RecipeOpt, ResumeOpt, SetOpt, ValOpt, run_training
+from dlcvkit.cli.common import (
+    DataOpt,
+    MaxStepsOpt,
+    OutOpt,
+    RecipeOpt,
+    ResumeOpt,
+    SetOpt,
+    SkipBadOpt,
+    ValOpt,
+    run_training,
+)
 from dlcvkit.errors import DlcvkitError
 
 RunOpt = Annotated[Optional[Path], typer.Option("--run", help="A finished segmentation run folder (RUN_DIR).")]
@@ -74,6 +84,7 @@ def eval_seg(
     json_path: Annotated[
         Optional[Path], typer.Option("--json", help="Also write the numbers to this JSON file.")
     ] = None,
+    skip_bad: SkipBadOpt = False,
 ) -> None:
     """The course's mean IoU: classes 0..5, pixels counted over the whole set, Unknown pixels not ignored.
 
@@ -89,13 +100,15 @@ def eval_seg(
     if any(v is not None for v in files):
         if None in files:
             raise DlcvkitError("eval seg: --pred and --labels go together")
+        if skip_bad:
+            raise DlcvkitError("eval seg: --skip-bad goes with --run and --data; every mask file is scored")
         matrix, _ = confusion_of_mask_files(pred, labels, red_as)
         main = True
     else:
         if None in model:
             raise DlcvkitError("eval seg: --run and --data go together")
         matrix, main = evaluate_run(run, data, weights=weights, batch_size=batch_size, num_workers=workers,
-                                    red_as=red_as, tta=tta)
+                                    red_as=red_as, tta=tta, skip_bad=skip_bad)
     if not main:
         return
     text, numbers, notes = iou_report(matrix, absent.value)

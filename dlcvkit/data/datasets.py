@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from csv import Error as CsvError
 from csv import reader as csv_reader
 from pathlib import Path
@@ -53,10 +54,13 @@ def _load(path: Path, size: Size) -> torch.Tensor:
 
 def _check_labels(labels: list[int], names: list[str], num_classes: int | None, where: str) -> int:
     """The number of classes: `num_classes` if given (every label must be below it), else max label + 1."""
+    for label, name in zip(labels, names):
+        if label < 0:
+            raise DlcvkitError(f"{name} in {where} has label {label}; class ids start at 0, fix the label")
     if num_classes is None:
         return max(labels) + 1
     for label, name in zip(labels, names):
-        if not 0 <= label < num_classes:
+        if label >= num_classes:
             raise DlcvkitError(
                 f"{name} in {where} has label {label}, outside 0..{num_classes - 1}; "
                 f"fix the label or set num_classes to at least {label + 1}"
@@ -91,6 +95,9 @@ class P1Folder(Dataset):
     def __getitem__(self, i: int) -> dict:
         image = _load(self.root / self.names[i], self.size)
         return {"image": image, "label": self.labels[i], "name": self.names[i]}
+
+    def files(self, i: int) -> list[Path]:
+        return [self.root / self.names[i]]
 
 
 class LabeledCsv(Dataset):
@@ -176,6 +183,9 @@ class LabeledCsv(Dataset):
             sample["label"] = self.labels[i]
         return sample
 
+    def files(self, i: int) -> list[Path]:
+        return [self.image_dir / self.names[i]]
+
 
 class UnlabeledFolder(Dataset):
     """Every image directly in `root` (Mini-ImageNet `mini/train/*.jpg`, a test folder), sorted by name."""
@@ -195,6 +205,9 @@ class UnlabeledFolder(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {"image": _load(self.root / self.names[i], self.size), "name": self.names[i]}
+
+    def files(self, i: int) -> list[Path]:
+        return [self.root / self.names[i]]
 
 
 SAT_SUFFIX = "_sat.jpg"
@@ -255,6 +268,10 @@ class SatellitePairs(Dataset):
         sample["image"] = image if self.size is None else resize_image(image, self.size)
         return sample
 
+    def files(self, i: int) -> list[Path]:
+        stem = self.names[i]
+        return [self.root / f"{stem}{SAT_SUFFIX}"] + ([self.root / f"{stem}{MASK_SUFFIX}"] if self.with_masks else [])
+
 
 class ImageFolderDataset(Dataset):
     """Class sub-folders of images: sorted folder names are the class ids 0..C-1 (`classes`)."""
@@ -285,6 +302,48 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         image = _load(self.root / self.names[i], self.size)
         return {"image": image, "label": self.labels[i], "name": self.names[i]}
+
+    def files(self, i: int) -> list[Path]:
+        return [self.root / self.names[i]]
+
+
+PER_SAMPLE = ("names", "labels", "ids")  # the per-sample lists of the datasets above
+
+
+def drop_unreadable(dataset: Dataset, workers: int = 0) -> list[Path]:
+    """Decode every file of every sample of `dataset` (its `files(i)`) once and remove, in place, the samples
+    with a file that does not decode; returns those files. Behind `data.skip_bad`: a few broken files in a
+    large set need not stop a run, and every process of a run drops the same samples."""
+
+    def unreadable(i: int) -> Path | None:
+        for path in dataset.files(i):
+            try:
+                read_image(path)
+            except DlcvkitError:
+                return path
+        return None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # the decoders release the GIL
+        bad = list(pool.map(unreadable, range(len(dataset))))
+    kept = [i for i, path in enumerate(bad) if path is None]
+    if len(kept) < len(bad):
+        for attr in PER_SAMPLE:
+            values = getattr(dataset, attr, None)
+            if values is not None:
+                setattr(dataset, attr, [values[i] for i in kept])
+    return [path for path in bad if path is not None]
+
+
+def skip_unreadable(dataset: Dataset, what: str, workers: int = 0) -> str:
+    """`drop_unreadable`, reported: a one-line note on what was left out of `what` (an option or a folder)."""
+    skipped = drop_unreadable(dataset, workers)
+    if not skipped:
+        return f"{what}: all {len(dataset)} samples decode"
+    if not len(dataset):
+        raise DlcvkitError(f"{what}: no sample decodes (the first file: {skipped[0]}); check the folder")
+    shown = ", ".join(map(str, skipped[:3])) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    return (f"{what}: skipped {len(skipped)} of {len(dataset) + len(skipped)} samples, whose files cannot be "
+            f"decoded: {shown}")
 
 
 def _has_csv_header(path: Path) -> bool:
@@ -334,6 +393,8 @@ def open_labeled(
         return LabeledCsv(sibling_csv, path, size, num_classes)
 
     entries = _visible(path)
+    if not entries:
+        raise DlcvkitError(f"data folder {path} is empty; pass the folder that holds the images")
     if any((path / name).is_dir() and _image_names(path / name) for name in entries):
         return ImageFolderDataset(path, size, num_classes)
     if sibling_csv.is_file() and _has_csv_header(sibling_csv):

@@ -18,8 +18,9 @@ from dlcvkit.errors import DlcvkitError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 JPEG_QUALITY = 90
 
-# torchvision's messages start with "function, /path/of/file.cpp:123, "; the reader only needs the reason.
-_CPP_PREFIX = re.compile(r"^\s*[\w.]+, \S+:\d+, ")
+# torchvision's messages start with "function, /path/of/file.cpp:123, " (the function may be "operator()");
+# the reader only needs the reason.
+_CPP_PREFIX = re.compile(r"^\s*[\w.:<>~]+(\(\))?, \S+:\d+, ")
 
 
 @contextmanager

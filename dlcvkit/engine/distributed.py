@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 from datetime import timedelta
@@ -25,6 +26,8 @@ def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Acceler
     tensorboard = run_dir is not None and train.tensorboard and importlib.util.find_spec("tensorboard") is not None
     # A failed rank must not leave the others waiting forever in a collective (default NCCL timeout: 10 min+).
     timeout = timedelta(seconds=int(os.environ.get("DLCVKIT_COLLECTIVE_TIMEOUT", "600")))
+    atexit.unregister(_destroy_process_group)  # once per process, however many runs it makes
+    atexit.register(_destroy_process_group)
     return Accelerator(
         cpu=cpu,
         mixed_precision=train.precision,
@@ -34,6 +37,12 @@ def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Acceler
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
     )
+
+
+def _destroy_process_group() -> None:
+    """At exit, after every training of this process (see loop._finish_trackers)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def use_deterministic_kernels() -> None:

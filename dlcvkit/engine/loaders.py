@@ -10,6 +10,7 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset
 
 from dlcvkit.config import DataConfig
+from dlcvkit.engine.interrupt import ignore_interrupts
 from dlcvkit.engine.sampling import EvalBatches, TrainBatches
 
 
@@ -23,6 +24,7 @@ def make_train_loader(dataset: Dataset, sampler: TrainBatches, num_workers: int,
         pin_memory=device.type == "cuda",
         persistent_workers=num_workers > 0,
         generator=torch.Generator(),
+        worker_init_fn=ignore_interrupts,  # Ctrl-C is the loop's to handle (it saves a checkpoint)
     )
 
 
@@ -38,6 +40,7 @@ def make_eval_loader(dataset: Dataset, data: DataConfig, accelerator: Accelerato
         pin_memory=accelerator.device.type == "cuda",
         persistent_workers=data.num_workers > 0,
         generator=torch.Generator(),
+        worker_init_fn=ignore_interrupts,
     )
 
 

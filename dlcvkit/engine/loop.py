@@ -13,9 +13,11 @@ from accelerate.utils import send_to_device, set_seed
 from torch import nn
 
 from dlcvkit.config import write_recipe
-from dlcvkit.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dlcvkit.data.datasets import skip_unreadable
+from dlcvkit.engine.checkpoint import kept_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dlcvkit.engine.distributed import convert_sync_batchnorm, make_accelerator, use_deterministic_kernels
 from dlcvkit.engine.ema import EMA
+from dlcvkit.engine.interrupt import StopRequest, TrainingInterrupted
 from dlcvkit.engine.loaders import device_batches, make_eval_loader, make_train_loader
 from dlcvkit.engine.optim import build_optimizer
 from dlcvkit.engine.rundir import check_run_dir
@@ -25,6 +27,7 @@ from dlcvkit.engine.schedule import lr_factor, set_lr
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.report import write_run_report
 
 
 def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) -> dict:
@@ -38,10 +41,6 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
         torch.backends.cudnn.benchmark = True
     check_run_dir(run_dir, resume)
     accelerator.wait_for_everyone()  # every process checked the folder before the first file is written
-    if accelerator.is_main_process and not resume:
-        write_recipe(recipe, run_dir / "recipe.toml")
-    if accelerator.log_with:
-        accelerator.init_trackers("tensorboard")  # RUN_DIR/tensorboard/
 
     set_seed(train.seed)  # the same initial weights on every process
     model = task.build_model()
@@ -52,6 +51,10 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
     set_seed(train.seed, device_specific=True)  # then each process draws its own augmentations
 
     train_set, val_set = task.train_dataset(), task.val_dataset()
+    notes = []
+    if recipe.data.skip_bad:  # checked by every process alike, so they all keep the same samples
+        notes = [skip_unreadable(dataset, f"{key} (data.skip_bad)", recipe.data.num_workers)
+                 for key, dataset in (("data.train", train_set), ("data.val", val_set)) if dataset is not None]
     sampler = TrainBatches(
         len(train_set), recipe.data.batch_size, accelerator.process_index, accelerator.num_processes, train.seed
     )
@@ -73,16 +76,24 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
     if train.model_ema > 0:
         ema_model = copy.deepcopy(net).eval().requires_grad_(False)
         emas.append(EMA(net, ema_model, train.model_ema))
-        accelerator.register_for_checkpointing(ema_model)
+    extra_models = {"ema": ema_model} if ema_model is not None else {}
 
     state = {"step": 0, "best": None, "best_step": None}
     if resume:
-        state = load_checkpoint(accelerator, latest_checkpoint(run_dir))
+        state = load_checkpoint(accelerator, latest_checkpoint(run_dir), extra_models)
+        if 0 < max_steps < state["step"]:
+            raise DlcvkitError(f"--max-steps {max_steps}: the run in {run_dir} is already at step {state['step']}")
+    elif accelerator.is_main_process:  # written once the model and the data opened: a bad input leaves no run
+        write_recipe(recipe, run_dir / "recipe.toml")
+    if accelerator.log_with:
+        accelerator.init_trackers("tensorboard")  # RUN_DIR/tensorboard/
     step, batches, metrics = state["step"], None, {}
     ctx = RunContext(accelerator, run_dir, step, step // steps_per_epoch, total_steps)
     samples_per_step = recipe.data.batch_size * accum
     with RunLog(accelerator, run_dir, start_step=step, stop_step=stop, log_every=train.log_every,
-                samples_per_step=samples_per_step) as log:
+                samples_per_step=samples_per_step) as log, StopRequest(accelerator.is_main_process) as interrupt:
+        for note in notes:
+            log.print(note)
         if step < stop:
             log.print(f"{task.__class__.__name__}: {total_steps} steps ({steps_per_epoch}/epoch), "
                       f"{accelerator.num_processes} process(es) on {accelerator.device}, from step {step} to {stop}")
@@ -115,7 +126,8 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
             step += 1
             ctx.step, ctx.epoch = step, step // steps_per_epoch
             extra = {"tau": emas[0].tau(step - 1)} if emas else {}
-            log.train_step(step, ctx.epoch, loss, optimizer.param_groups[0]["lr"], data_wait, extra)
+            stopping = log.train_step(step, ctx.epoch, loss, optimizer.param_groups[0]["lr"], data_wait, extra,
+                                      interrupt.requested)
 
             epoch_done = step % steps_per_epoch == 0
             if epoch_done:
@@ -126,21 +138,35 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
                 _keep_best(task, accelerator, net, metrics, state, step, run_dir)
             if epoch_done:
                 task.after_epoch(net, ctx)
-            if epoch_done or step == stop or (train.ckpt_every and step % train.ckpt_every == 0):
-                log.flush(step, ctx.epoch, optimizer.param_groups[0]["lr"], extra)  # never save a diverged model
+            if epoch_done or step == stop or (train.ckpt_every and step % train.ckpt_every == 0) or stopping:
+                # never save a diverged model; the flush may also be where the processes agree to stop
+                stopping = log.flush(step, ctx.epoch, optimizer.param_groups[0]["lr"], extra, interrupt.requested)
+                _check_finite(net, step, run_dir)
                 state.update(step=step, epoch=ctx.epoch)
-                save_checkpoint(accelerator, run_dir, state, train.keep_last)
+                save_checkpoint(accelerator, run_dir, state, train.keep_last, extra_models)
+            if stopping and step < stop:
+                _finish_trackers(accelerator)
+                raise TrainingInterrupted(f"stopped after step {step} of {stop} by Ctrl-C; the checkpoint is saved: "
+                                          f"continue with --resume {run_dir}")
 
     if accelerator.is_main_process:
         save_weights(net.state_dict(), run_dir / "model.safetensors", {"step": str(step)})
         if ema_model is not None:  # the model EMA is only useful if inference can load it
             save_weights(ema_model.state_dict(), run_dir / "ema.safetensors", {"step": str(step)})
         task.export(net, ctx)
+        write_run_report(run_dir)
         if metrics:
             log.print("final: " + _format(metrics))
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    _finish_trackers(accelerator)
     return {"step": step, "metrics": metrics, "best": state["best"]}
+
+
+def _finish_trackers(accelerator) -> None:
+    """Close TensorBoard & co. Not `accelerator.end_training()`: it also destroys the process group, and one
+    launch may run several trainings (the demo, fine-tuning settings A–E); that happens once at exit instead."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
 
 
 def _evaluate(task: Task, net: nn.Module, ema_model: nn.Module | None, val_loader, ctx: RunContext,
@@ -166,6 +192,17 @@ def _keep_best(task: Task, accelerator, net: nn.Module, metrics: dict, state: di
     state.update(best=value, best_step=step)
     if accelerator.is_main_process:
         save_weights(net.state_dict(), run_dir / "best.safetensors", {"step": str(step), task.best_metric: str(value)})
+
+
+def _check_finite(net: nn.Module, step: int, run_dir: Path) -> None:
+    """Refuse to checkpoint non-finite weights: an update can make them inf/nan while the loss that led to it
+    was still finite, and the next checkpoint would then overwrite a good one. One host sync per checkpoint."""
+    params = [p.detach() for p in net.parameters()]
+    if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+        raise DlcvkitError(
+            f"the model's weights became inf/nan at step {step}; {kept_checkpoint(run_dir)} "
+            "(lower optim.lr, set train.clip_grad_norm, or check the data)"
+        )
 
 
 def _format(metrics: dict) -> str:

@@ -13,6 +13,7 @@ from accelerate import Accelerator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from dlcvkit.engine.checkpoint import kept_checkpoint
 from dlcvkit.errors import DlcvkitError
 
 METRICS_FILE = "metrics.jsonl"
@@ -26,7 +27,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 class RunLog:
     """Accumulates the training loss on the device and reads it back every `log_every` steps (the loop's only
-    host sync), writes records, and drives the progress bar."""
+    host sync), writes records, and drives the progress bar. The same reduction carries the processes' stop
+    requests (Ctrl-C, see dlcvkit.engine.interrupt), so that all of them agree on the step to stop after."""
 
     def __init__(
         self,
@@ -44,6 +46,7 @@ class RunLog:
         self._loss_sum = torch.zeros((), device=accelerator.device)
         self._count, self._data_wait, self._t0, self._step0 = 0, 0.0, time.perf_counter(), start_step
         self.last_loss = float("nan")
+        self.stopping = False  # every process is to stop after the current step (agreed in `flush`)
         if self.main:
             # Records after the checkpoint we resume from belong to the lost part of the run: drop them.
             kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
@@ -72,24 +75,38 @@ class RunLog:
         if self.main:
             self.progress.console.print(message, highlight=False, soft_wrap=True)
 
-    def train_step(self, step: int, epoch: int, loss: torch.Tensor, lr: float, data_wait: float, extra: dict) -> None:
-        """Account one optimizer step (`step` = steps done); every `log_every` steps read back and record."""
+    def train_step(self, step: int, epoch: int, loss: torch.Tensor, lr: float, data_wait: float, extra: dict,
+                   stop_requested: bool = False) -> bool:
+        """Account one optimizer step (`step` = steps done); every `log_every` steps read back and record.
+        Returns `stopping`: whether every process is to stop after this step (this process's `stop_requested`
+        counts at once in a single-process run, at the next record in a multi-process one)."""
         self._loss_sum += loss.detach().float()
         self._count += 1
         self._data_wait += data_wait
         self.progress.update(self._bar, completed=step)
         if step % self.log_every == 0 or step == self.stop_step:
-            self.flush(step, epoch, lr, extra)
+            return self.flush(step, epoch, lr, extra, stop_requested)
+        if self.accelerator.num_processes == 1:
+            self.stopping = stop_requested
+        return self.stopping
 
-    def flush(self, step: int, epoch: int, lr: float, extra: dict) -> None:
-        """Record the mean loss since the last record; raise if it is not finite."""
+    def flush(self, step: int, epoch: int, lr: float, extra: dict, stop_requested: bool = False) -> bool:
+        """Record the mean loss since the last record; raise if it is not finite. Returns `stopping`."""
+        if self.accelerator.num_processes == 1:
+            self.stopping = stop_requested
         if self._count == 0:
-            return
-        # Mean over all processes' local losses (= the global batch's loss); the interval's one host sync,
-        # and every rank gets the same value, so a non-finite loss stops all of them at the same step.
-        loss_sum = self.accelerator.reduce(self._loss_sum, "mean") if self.accelerator.num_processes > 1 \
-            else self._loss_sum
-        loss = float(loss_sum) / self._count
+            return self.stopping
+        # Mean over all processes' local losses (= the global batch's loss) and whether any process asks to
+        # stop: the interval's one host sync. Every rank gets the same values, so a non-finite loss or a stop
+        # request stops all of them after the same step.
+        if self.accelerator.num_processes > 1:
+            stop = torch.tensor(float(stop_requested), device=self._loss_sum.device)
+            loss_sum, stops = self.accelerator.reduce(torch.stack([self._loss_sum, stop]), "sum").tolist()
+            loss_sum /= self.accelerator.num_processes
+            self.stopping = stops > 0
+        else:
+            loss_sum = float(self._loss_sum)
+        loss = loss_sum / self._count
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         steps = step - self._step0
         record = {
@@ -105,14 +122,15 @@ class RunLog:
         self._count, self._data_wait, self._t0, self._step0 = 0, 0.0, time.perf_counter(), step
         if not math.isfinite(loss):
             raise DlcvkitError(
-                f"the training loss became {loss} by step {step}; the last good checkpoint is kept in "
-                "checkpoints/ (lower optim.lr, set train.clip_grad_norm, or check the data)"
+                f"the training loss became {loss} by step {step}; {kept_checkpoint(self.path.parent)} "
+                "(lower optim.lr, set train.clip_grad_norm, or check the data)"
             )
         self.last_loss = loss
         self.progress.update(
             self._bar, loss=f"{loss:.4f}", lr=f"{lr:.2e}", speed=f"{record['samples_per_s']:.1f} img/s"
         )
         self.write(record)
+        return self.stopping
 
     def write(self, record: dict) -> None:
         """Append one record to metrics.jsonl (and TensorBoard)."""

@@ -66,6 +66,8 @@ class EvalBatches(Sampler[list[int]]):
     """
 
     def __init__(self, n: int, batch_size: int, rank: int, world: int) -> None:
+        if batch_size < 1:
+            raise DlcvkitError(f"the evaluation batch size must be at least 1 (--batch-size), got {batch_size}")
         self.n, self.batch_size, self.rank, self.world = n, batch_size, rank, world
 
     def _mine(self) -> range:

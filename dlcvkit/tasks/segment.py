@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -19,7 +20,7 @@ from torch import nn
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.augment.segment import JointAugment
 from dlcvkit.config import DataConfig, Recipe
-from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs
+from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs, skip_unreadable
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, read_mask, write_mask
 from dlcvkit.engine.distributed import make_accelerator
 from dlcvkit.engine.loaders import device_batches, make_eval_loader
@@ -308,8 +309,9 @@ def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device 
 
 
 def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, batch_size: int, num_workers: int,
-                red_as: int | None):
-    """(accelerator, recipe, model, this process's batches) for inference over a P2 folder read at its own size."""
+                red_as: int | None, skip_bad: bool = False):
+    """(accelerator, recipe, model, this process's batches) for inference over a P2 folder read at its own size;
+    with `skip_bad`, pairs with a file that does not decode are left out (reported on stderr)."""
     accelerator = make_accelerator(run_recipe(run_dir).train)
     recipe, model = load_segment_run(run_dir, weights, accelerator.device)
     red = red_class(recipe.data.red_as) if red_as is None else red_as
@@ -319,6 +321,10 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
         eval_batch_size=batch_size or recipe.data.eval_batch_size or recipe.data.batch_size,
         num_workers=recipe.data.num_workers if num_workers < 0 else num_workers,
     )
+    if skip_bad:
+        note = skip_unreadable(dataset, f"--data {folder} (--skip-bad)", data.num_workers)
+        if accelerator.is_main_process:
+            print(f"dlcvkit: note: {note}", file=sys.stderr)
     if data.eval_batch_size > 1:
         _check_one_size(dataset)
     batches = device_batches(make_eval_loader(dataset, data, accelerator), accelerator.device)
@@ -330,8 +336,11 @@ def _check_one_size(dataset: SatellitePairs) -> None:
     first = None
     for name in dataset.names:
         path = dataset.root / f"{name}{SAT_SUFFIX}"
-        with Image.open(path) as img:
-            size = img.size
+        try:
+            with Image.open(path) as img:
+                size = img.size
+        except (UnidentifiedImageError, OSError) as e:
+            raise DlcvkitError(f"cannot decode image {path}: {e}; remove or replace it") from None
         if first is None:
             first = (path.name, size)
         elif size != first[1]:
@@ -342,11 +351,11 @@ def _check_one_size(dataset: SatellitePairs) -> None:
 
 
 def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_size: int = 0, num_workers: int = -1,
-                 red_as: int | None = None, tta: bool = False) -> tuple[torch.Tensor, bool]:
+                 red_as: int | None = None, tta: bool = False, skip_bad: bool = False) -> tuple[torch.Tensor, bool]:
     """The 7x7 confusion matrix of a run's predictions on a P2 folder, at the masks' own size, every image
     counted once over all processes (identical on 1 and N processes); and whether this is the main process."""
     accelerator, recipe, model, batches = _run_loader(run_dir, data_dir, True, weights, batch_size, num_workers,
-                                                      red_as)
+                                                      red_as, skip_bad)
     confusion = Confusion(NUM_CLASSES, accelerator.device)
     with accelerator.autocast():
         for batch in batches:

@@ -1,0 +1,124 @@
+"""BYOL's two views, images/s: the kornia pipeline the BYOL task runs (whole batch on the device, parameters
+drawn per image) vs the same operations as torchvision v2 transforms applied per sample in DataLoader workers,
+and optionally the kornia pipeline under `torch.compile`.
+
+Both start from the same uint8 images (what the loader hands the task) and end with two float views in [0, 1]
+on the device; normalisation is left out of both.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torchvision.transforms.v2 as T
+from torch.utils.data import DataLoader, Dataset
+
+from dlcvkit.augment.byol import blur_kernel, byol_views
+from dlcvkit.augment.common import to_unit
+from dlcvkit.bench.timing import ResultMismatch, measure, record
+
+BENCH = "augment"
+
+
+def torchvision_view(size: int, blur_p: float, solarize_p: float, grayscale_p: float = 0.2) -> T.Compose:
+    """`dlcvkit.augment.byol.paper_view` with torchvision v2 transforms, one image at a time. The geometric and
+    colour steps run on uint8 (torchvision's fast path); solarize runs after the conversion to [0, 1], so its
+    threshold is kornia's 0.5."""
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
+        T.RandomHorizontalFlip(),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+        T.RandomGrayscale(p=grayscale_p),
+        T.RandomApply([T.GaussianBlur(blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p),
+        T.ToDtype(torch.float32, scale=True),
+        T.RandomSolarize(0.5, p=solarize_p),
+    ])
+
+
+class TwoViewSamples(Dataset):
+    """`length` samples cycling over `images` (n 3 h w, uint8); each returns the two torchvision views."""
+
+    def __init__(self, images: torch.Tensor, length: int, size: int) -> None:
+        self.images, self.length = images, length
+        # the paper's asymmetric pair, as byol_views("paper") builds it
+        self.view1 = torchvision_view(size, blur_p=1.0, solarize_p=0.0)
+        self.view2 = torchvision_view(size, blur_p=0.1, solarize_p=0.2)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[i % len(self.images)]
+        return self.view1(image), self.view2(image)
+
+
+def bench_augment(
+    sizes: list[int],
+    batches: list[int],
+    *,
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    workers: int,
+    batches_per_repeat: int,
+    contenders: tuple[str, ...] = ("kornia", "torchvision"),
+) -> list[dict]:
+    """Records for every (size, batch) case; `contenders` from kornia, kornia_compiled, torchvision. A repeat
+    augments `batches_per_repeat` batches (a multiple of `workers` keeps every worker busy)."""
+    if "kornia_compiled" in contenders:
+        logging.getLogger("torch._dynamo").setLevel(logging.ERROR)  # kornia's graph breaks are expected
+    records = []
+    for size in sizes:
+        for batch in batches:
+            images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8,
+                                   generator=torch.Generator().manual_seed(0))
+            case = f"{size}px b{batch}"
+            items = batch * batches_per_repeat
+            params = {"img_size": size, "batch": batch, "workers": workers}
+            for contender in contenders:
+                if contender == "torchvision":
+                    fn = _torchvision_fn(images, size, device, workers, batches_per_repeat)
+                else:
+                    fn = _kornia_fn(images, size, device, batches_per_repeat, compiled=contender == "kornia_compiled")
+                try:
+                    timing = measure(fn, items=items, repeats=repeats, warmup=warmup, device=device)
+                    records.append(record(BENCH, case, contender, timing, **params))
+                except Exception as e:  # noqa: BLE001 - torch.compile fails in many ways; report, go on
+                    if contender != "kornia_compiled":
+                        raise
+                    records.append(record(BENCH, case, contender, None, error=f"{type(e).__name__}: {e}"[:300],
+                                          **params))
+    return records
+
+
+def _kornia_fn(images: torch.Tensor, size: int, device: torch.device, batches: int, compiled: bool):
+    views = byol_views("paper", size).to(device)
+    if compiled:
+        views = torch.compile(views)
+
+    def run() -> None:
+        for _ in range(batches):
+            view1, view2 = views(to_unit(images.to(device, non_blocking=True)))
+            _check_views(view1, view2, images)
+
+    return run
+
+
+def _torchvision_fn(images: torch.Tensor, size: int, device: torch.device, workers: int, batches: int):
+    dataset = TwoViewSamples(images, len(images) * batches, size)
+    loader = DataLoader(dataset, batch_size=len(images), num_workers=workers, persistent_workers=workers > 0,
+                        pin_memory=device.type == "cuda")
+
+    def run() -> None:  # one pass = `batches` batches, produced by the workers in parallel
+        for view1, view2 in loader:
+            view1, view2 = view1.to(device, non_blocking=True), view2.to(device, non_blocking=True)
+            _check_views(view1, view2, images)
+
+    return run
+
+
+def _check_views(view1: torch.Tensor, view2: torch.Tensor, images: torch.Tensor) -> None:
+    """Both contenders must deliver the same thing: two float views per image at the input's size."""
+    if view1.shape != images.shape or view2.shape != images.shape or view1.dtype != torch.float32:
+        raise ResultMismatch(f"views of shape {tuple(view1.shape)} {view1.dtype} for images {tuple(images.shape)}")

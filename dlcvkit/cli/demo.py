@@ -1,0 +1,20 @@
+"""`dlcvkit demo`: see every capability work on embedded data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for data, runs and report.md (must be new or empty).")] = Path("demo_out"),
+    quick: Annotated[bool, typer.Option("--quick", help="Small data and few epochs: minutes on a 2-core CPU.")] = False,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop every training after N steps (smoke test).")] = 0,
+) -> None:
+    """BYOL, fine-tuning A–E, FCN32s vs FCN8s, digits classification with t-SNE, course-format evaluations:
+    everything into one folder with report.md and report.html."""
+    from dlcvkit.demo import run_demo
+
+    run_demo(out, quick=quick, max_steps=max_steps)

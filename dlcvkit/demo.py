@@ -1,0 +1,193 @@
+"""`dlcvkit demo`: every capability on embedded data (synthetic sets and scikit-learn's digits), in one folder
+with a report. It is a script of the real CLI commands, run in this process, so it shows exactly what a user
+types; under `accelerate launch` every process runs the same sequence and the steps that only write files run
+on the main process.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+
+from dlcvkit.errors import DlcvkitError
+from dlcvkit.report import Block, comparison, write_report
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much data and training each part of the demo gets."""
+
+    ssl: int  # unlabelled images for BYOL
+    office: int  # Office-Home-like labelled images (80/20 train/val)
+    supervised: int  # labelled images of other classes, for the supervised backbone of settings B/D
+    seg_train: int
+    seg_val: int  # odd on purpose: distributed evaluation must still count each image once
+    byol_epochs: int
+    cls_epochs: int
+    finetune_epochs: int
+    seg_epochs: int
+
+
+QUICK = Sizes(ssl=2000, office=1000, supervised=2000, seg_train=24, seg_val=9, byol_epochs=4, cls_epochs=5,
+              finetune_epochs=6, seg_epochs=12)
+FULL = Sizes(ssl=5000, office=2500, supervised=2000, seg_train=48, seg_val=17, byol_epochs=15, cls_epochs=8,
+             finetune_epochs=6, seg_epochs=30)
+
+
+def recipe(name: str) -> str:
+    """Path of a shipped recipe (the repository's recipes/ folder, next to the package in an editable install)."""
+    path = RECIPES / f"{name}.toml"
+    if not path.is_file():
+        raise DlcvkitError(f"the demo needs {path}: run it from an editable install of the repository "
+                           "(pip install -e .), where recipes/ sits next to the package")
+    return str(path)
+
+
+class Demo:
+    """Runs the steps, times them, and collects what the report shows."""
+
+    def __init__(self, out: Path, sizes: Sizes, max_steps: int) -> None:
+        self.out, self.sizes, self.max_steps = out, sizes, max_steps
+        self.data, self.runs = out / "data", out / "runs"
+        self.state = PartialState(cpu=not torch.cuda.is_available())
+        self.timings: list[tuple[str, float]] = []
+
+    def cli(self, title: str, *args, main_only: bool = False, train: bool = False) -> None:
+        """Run `dlcvkit ARGS` here (on the main process only with `main_only`), then wait for every process."""
+        from dlcvkit.cli import app
+
+        args = [str(a) for a in args] + (["--max-steps", str(self.max_steps)] if train and self.max_steps else [])
+        start = time.perf_counter()
+        if self.state.is_main_process:
+            print(f"\n[demo] {title}: dlcvkit {' '.join(args)}", flush=True)
+        if self.state.is_main_process or not main_only:
+            app(args=args, prog_name="dlcvkit", standalone_mode=False)
+        self.state.wait_for_everyone()
+        self.timings.append((title, time.perf_counter() - start))
+
+    def read_json(self, path: Path) -> dict:
+        return json.loads(path.read_text())
+
+
+def run_demo(out: Path, quick: bool = False, max_steps: int = 0) -> Path:
+    """Run everything into OUT and write OUT/report.md and OUT/report.html; returns the Markdown path."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise DlcvkitError(f"--out {out} is not empty; the demo writes a fresh folder (choose another or remove it)")
+    s = QUICK if quick else FULL
+    d = Demo(out, s, max_steps)
+    data, runs = d.data, d.runs
+
+    d.cli("data: unlabelled images (Mini-ImageNet layout)", "data", "synth", "ssl", "--out", data / "ssl",
+          "--n", s.ssl, "--size", 32, main_only=True)
+    d.cli("data: Office-Home layout", "data", "synth", "officehome", "--out", data / "office", "--n", s.office,
+          "--size", 32, main_only=True)
+    d.cli("data: labelled images of 20 other classes (P1 layout)", "data", "synth", "cls", "--out",
+          data / "supervised", "--n", s.supervised, "--size", 32, "--classes", 20, "--seed", 7, main_only=True)
+    d.cli("data: satellite tiles, train", "data", "synth", "seg", "--out", data / "seg_train", "--n", s.seg_train,
+          "--size", 64, main_only=True)
+    d.cli("data: satellite tiles, validation", "data", "synth", "seg", "--out", data / "seg_val", "--n", s.seg_val,
+          "--size", 64, "--seed", 1, main_only=True)
+    d.cli("data: scikit-learn's handwritten digits (real)", "data", "export-digits", "--out", data / "digits",
+          main_only=True)
+
+    # 1. BYOL pre-training, then linear probe / kNN of its backbone against a random one
+    d.cli("BYOL pre-training", "byol", "-r", recipe("demo_byol"), "--data", data / "ssl", "--out", runs / "byol",
+          "--set", f"train.epochs={s.byol_epochs}", train=True)
+    d.cli("probe: BYOL backbone", "eval", "probe", "--data", data / "office",
+          "--backbone", runs / "byol" / "backbone.safetensors", "--workers", 0, "--json", out / "probe_byol.json",
+          main_only=True)
+    d.cli("probe: random backbone", "eval", "probe", "--data", data / "office", "--arch", "resnet18",
+          "--img-size", 32, "--workers", 0, "--json", out / "probe_random.json", main_only=True)
+
+    # 2. A supervised backbone (standing in for the course's provided one), then fine-tuning settings A–E
+    d.cli("supervised backbone for settings B/D", "classify", "-r", recipe("demo_cls"), "--data",
+          data / "supervised", "--out", runs / "supervised", "--set", f"train.epochs={s.cls_epochs}", train=True)
+    d.cli("fine-tuning settings A–E", "finetune", "-r", recipe("demo_finetune"), "--all-settings",
+          "--data", data / "office", "--out", runs / "finetune",
+          "--supervised", runs / "supervised" / "model.safetensors", "--byol", runs / "byol" / "backbone.safetensors",
+          "--tsne-every", s.finetune_epochs, "--set", f"train.epochs={s.finetune_epochs}", train=True)
+
+    # 3. Segmentation: the FCN32s baseline against FCN8s, tracked masks, the course's evaluation of predictions
+    for name in ("fcn32s", "fcn8s"):
+        d.cli(f"segmentation {name}", "segment", "-r", recipe("demo_seg"), "--data", data / "seg_train",
+              "--val", data / "seg_val", "--out", runs / name, "--track", "0000,0004", "--set", f'model.name="{name}"',
+              "--set", f"train.epochs={s.seg_epochs}", train=True)
+        d.cli(f"predict {name} masks", "predict", "seg", "--run", runs / name, "--images", data / "seg_val",
+              "--out", out / "predictions" / name)
+        d.cli(f"course mIoU of {name}", "eval", "seg", "--pred", out / "predictions" / name,
+              "--labels", data / "seg_val", "--absent", "skip", "--json", out / f"miou_{name}.json", main_only=True)
+
+    # 4. Classification of real digits, its evaluation, confusion matrix and t-SNE
+    d.cli("classification (digits)", "classify", "-r", recipe("demo_cls"), "--data", data / "digits" / "train",
+          "--val", data / "digits" / "val", "--out", runs / "digits", "--set", f"train.epochs={s.cls_epochs}",
+          train=True)
+    d.cli("evaluate digits", "eval", "cls", "--run", runs / "digits", "--data", data / "digits" / "val",
+          "--json", out / "digits_eval.json", "--confusion", out / "digits_confusion.png")
+    d.cli("t-SNE of digits", "tsne", "--run", runs / "digits", "--data", data / "digits" / "val",
+          "--out", out / "digits_tsne.png", main_only=True)
+
+    if d.state.is_main_process:
+        write_report(demo_blocks(d), out)
+        print(f"\n[demo] done: {out / 'report.md'} (and report.html)", flush=True)
+    d.state.wait_for_everyone()
+    return out / "report.md"
+
+
+def demo_blocks(d: Demo) -> list[Block]:
+    """The demo's report."""
+    out, runs, s = d.out, d.runs, d.sizes
+    blocks = [Block("heading", "dlcvkit demo", level=1), Block("text", (
+        f"Everything below ran on embedded data with `dlcvkit demo{' --quick' if s is QUICK else ''}"
+        f"{f' --max-steps {d.max_steps}' if d.max_steps else ''}` on {d.state.num_processes} process(es), "
+        f"device {d.state.device}, {platform.processor() or platform.machine()}, torch {torch.__version__}. "
+        "The synthetic sets are procedural stand-ins for the course's data (no download); the digits are real. "
+        "Each run folder holds its own report.md with curves and its recipe."))]
+
+    byol, rand = d.read_json(out / "probe_byol.json"), d.read_json(out / "probe_random.json")
+    blocks += [Block("heading", "1. BYOL pre-training: frozen features"), Block("table",
+               header=["backbone (resnet18, 32 px)", "linear probe", "kNN (k = 20)"],
+               rows=[["random init", f"{rand['linear_probe_acc']:.4f}", f"{rand['knn_acc']:.4f}"],
+                     ["BYOL (this demo)", f"{byol['linear_probe_acc']:.4f}", f"{byol['knn_acc']:.4f}"]])]
+
+    table = (runs / "finetune" / "settings.md").read_text().strip().splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    blocks += [Block("heading", "2. Office-Home fine-tuning, settings A–E"), Block("table", header=header, rows=rows)]
+    blocks += [Block("image", f"t-SNE of validation features, setting {x}", path=p)
+               for x in ("C", "E") for p in sorted((runs / "finetune" / x / "tsne").glob("*.png"))[-1:]]
+
+    seg_rows = []
+    for name in ("fcn32s", "fcn8s"):
+        m = d.read_json(out / f"miou_{name}.json")
+        seg_rows.append([name, *(_num(v) for v in m["iou"]), _num(m["mean_iou"])])
+    classes = d.read_json(out / "miou_fcn8s.json")["classes"]
+    blocks += [Block("heading", "3. Segmentation: FCN32s vs FCN8s (course mIoU of the predicted masks)"),
+               Block("table", header=["model", *classes, "mean IoU"], rows=seg_rows)]
+    blocks += [Block("image", f"{name}: image, ground truth, early / middle / final predictions",
+                     path=runs / name / "track.png") for name in ("fcn32s", "fcn8s") if (runs / name / "track.png").is_file()]
+
+    digits = d.read_json(out / "digits_eval.json")
+    blocks += [Block("heading", "4. Classification of handwritten digits"),
+               Block("text", f"validation accuracy {digits['acc']:.4f} ({runs / 'digits'})")]
+    blocks += [Block("image", caption, path=out / f) for f, caption in
+               (("digits_tsne.png", "t-SNE of penultimate features"), ("digits_confusion.png", "confusion matrix"))
+               if (out / f).is_file()]
+
+    header, rows = comparison([runs / n for n in ("byol", "supervised", "fcn32s", "fcn8s", "digits")])
+    blocks += [Block("heading", "Runs side by side"), Block("table", header=header, rows=rows),
+               Block("heading", "Time per step"),
+               Block("table", header=["step", "seconds"], rows=[[t, f"{sec:.1f}"] for t, sec in d.timings])]
+    return blocks
+
+
+def _num(value) -> str:
+    return "nan" if value is None else f"{value:.4f}"
