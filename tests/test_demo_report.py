@@ -1,6 +1,9 @@
 """`dlcvkit demo` end to end (smoke size) and the run reports it is made of."""
 
 import json
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -61,3 +64,22 @@ def test_report_compares_runs(demo, tmp_path):
 def test_report_of_a_folder_that_is_not_a_run(tmp_path):
     proc = dlcvkit("report", tmp_path, check=False)
     assert proc.returncode == 2 and "not a dlcvkit run folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_runs_under_accelerate_launch_on_two_processes(tmp_path):
+    """The README's 2-process form (a real gloo group on a CPU) writes the same report, saying 2 processes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+         str(port), "-m", "dlcvkit", "demo", "--quick", "--max-steps", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert "on 2 process(es)" in report
+    rows = [line for line in report.splitlines() if line.startswith(("| A |", "| B |", "| C |", "| D |", "| E |"))]
+    assert len(rows) == 5 and "| fcn8s |" in report
+    assert proc.stdout.count("[demo] done:") == 1  # the main process reports, the other only trains
