@@ -160,9 +160,10 @@ def demo_blocks(d: Demo) -> list[Block]:
     if s is QUICK:
         blocks.append(Block("text", (
             f"With `--quick` BYOL trains {s.byol_epochs} epochs of {s.ssl} images (about a minute on a CPU): too "
-            "short to tell its features from random ones reliably, here and in settings C/E below. Longer runs of "
-            "the same recipes (15 epochs of 5000 images, as without `--quick`) measured 0.108 (random, mean of 3 seeds) against 0.220 on this probe, and "
-            "C 0.528 against A 0.282; see benchmarks/RESULTS.md in the repository.")))
+            "short to tell its features from random ones reliably, here and in settings C/E below. Without "
+            "`--quick` (15 epochs of 5000 images, about 20 minutes) the demo measured on a 2-core CPU 0.098 "
+            "(random) against 0.182 on this probe, and C 0.634 against A 0.302; see benchmarks/RESULTS.md in the "
+            "repository.")))
 
     table = (runs / "finetune" / "settings.md").read_text().strip().splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
@@ -179,7 +180,8 @@ def demo_blocks(d: Demo) -> list[Block]:
     blocks += [Block("heading", "3. Segmentation: FCN32s vs FCN8s (course mIoU of the predicted masks)"),
                Block("table", header=["model", *classes, "mean IoU"], rows=seg_rows)]
     blocks += [Block("image", f"{name}: image, ground truth, early / middle / final predictions",
-                     path=runs / name / "track.png") for name in ("fcn32s", "fcn8s") if (runs / name / "track.png").is_file()]
+                     path=runs / name / "track.png")
+               for name in ("fcn32s", "fcn8s") if (runs / name / "track.png").is_file()]
 
     digits = d.read_json(out / "digits_eval.json")
     blocks += [Block("heading", "4. Classification of handwritten digits"),
