@@ -1,9 +1,13 @@
-"""Run the real CLI in a subprocess, as a user would."""
+"""Run the real CLI: in a subprocess, as a user would, or in this process (where a test patches something)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import pytest
+
+from dlcvkit.cli import main
 
 
 def dlcvkit(*args, cwd=None, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -13,3 +17,11 @@ def dlcvkit(*args, cwd=None, check: bool = True, timeout: int = 300) -> subproce
     if check and proc.returncode != 0:
         raise AssertionError(f"dlcvkit {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def dlcvkit_here(capsys, *args) -> tuple[int, str, str]:
+    """The CLI in this process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exited:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exited.value.code, out.out, out.err

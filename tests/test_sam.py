@@ -14,7 +14,6 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from dlcvkit.cli import main
 from dlcvkit.data.images import read_image, write_image
 from dlcvkit.data.masks import read_mask, write_mask
 from dlcvkit.data.synth import synth_seg
@@ -24,7 +23,7 @@ from dlcvkit.models.sam import load_sam
 from dlcvkit.tasks.registry import load_run
 from dlcvkit.tasks.sam_refine import Regions, paint_regions, read_regions, region_overlay, write_regions
 from dlcvkit.tasks.segment import predict_masks
-from tests.cli_runner import dlcvkit
+from tests.cli_runner import dlcvkit, dlcvkit_here
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo_seg.toml"
 TINY_SIZE, TINY_PATCH, TINY_DIM = 64, 8, 32
@@ -54,13 +53,6 @@ def tiny_sam(checkpoint=None) -> Sam:
         pixel_std=[58.395, 57.12, 57.375],
     ).eval()
 
-
-def _cli(capsys, *args) -> tuple[int, str, str]:
-    """The CLI in this process (so that the tiny builder can stand in for vit_b): (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exited:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exited.value.code, out.out, out.err
 
 
 @pytest.fixture
@@ -184,7 +176,7 @@ def test_checkpoint_type_is_read_from_the_file_and_mismatches_are_named(tmp_path
     state |= {f"image_encoder.blocks.{i}.norm1.weight": torch.zeros(1) for i in range(24)}
     torch.save(state, tmp_path / "looks_like_vit_l.pth")
     write_image(tmp_path / "0000_sat.jpg", torch.zeros((3, 8, 8), dtype=torch.uint8))
-    code, stdout, stderr = _cli(capsys, "sam", "--checkpoint", tmp_path / "looks_like_vit_l.pth", "--model-type",
+    code, stdout, stderr = dlcvkit_here(capsys, "sam", "--checkpoint", tmp_path / "looks_like_vit_l.pth", "--model-type",
                                 "vit_b", "--images", tmp_path, "--out", tmp_path / "out")
     assert code == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1
     assert "holds a vit_l model, not vit_b: pass --model-type vit_l" in stderr
@@ -221,7 +213,7 @@ def _reference_masks(model: Sam, image: torch.Tensor) -> np.ndarray:
 
 def test_sam_writes_regions_and_overlay_per_image(files, tiny_registry, capsys, tmp_path):
     out = tmp_path / "out"
-    code, stdout, stderr = _cli(capsys, "sam", "--checkpoint", files["checkpoint"], "--model-type", "vit_b",
+    code, stdout, stderr = dlcvkit_here(capsys, "sam", "--checkpoint", files["checkpoint"], "--model-type", "vit_b",
                                 "--images", files["images"], "--out", out, "--device", "cpu", *LOOSE)
     assert code == 0, stderr
     counts = []
@@ -246,7 +238,7 @@ def test_sam_writes_regions_and_overlay_per_image(files, tiny_registry, capsys, 
 
 def test_refine_run_writes_course_masks_that_eval_seg_compares(files, tiny_registry, capsys, tmp_path):
     out = tmp_path / "out"
-    code, stdout, stderr = _cli(capsys, "sam", "--checkpoint", files["checkpoint"], "--images", files["images"],
+    code, stdout, stderr = dlcvkit_here(capsys, "sam", "--checkpoint", files["checkpoint"], "--images", files["images"],
                                 "--out", out, "--model-type", "vit_b", "--refine-run", files["run"], *LOOSE)
     assert code == 0, stderr
     recipe, _, segmenter = load_run(files["run"])  # the registry's loader: an independent way to the same model
@@ -264,6 +256,6 @@ def test_refine_run_writes_course_masks_that_eval_seg_compares(files, tiny_regis
     assert changed > 0
     assert f"changed the class of {100 * changed / pixels:.2f}% of the pixels" in stdout
     for folder in ("segmenter", "refined"):
-        code, stdout, stderr = _cli(capsys, "eval", "seg", "--pred", out / folder, "--labels", files["images"],
+        code, stdout, stderr = dlcvkit_here(capsys, "eval", "seg", "--pred", out / folder, "--labels", files["images"],
                                     "--absent", "skip")
         assert code == 0 and re.search(r"^mean_iou: \d\.\d{6}$", stdout, re.MULTILINE), stderr

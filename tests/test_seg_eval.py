@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dlcvkit.cli import main
 from dlcvkit.data.masks import PALETTE, write_mask
 from dlcvkit.tasks.segment import read_colour_mask
+from tests.cli_runner import dlcvkit_here
 
 # Two 2x3 images. Pixel (0, 2) of "a" is Unknown (6) predicted Urban (0): a false positive of Urban, as the
 # course counts it. Counts over both images (P predicted, L labelled, TP both):
@@ -34,13 +34,6 @@ def _write(folder: Path, masks: dict) -> Path:
         write_mask(folder / f"{name}_mask.png", torch.tensor(ids, dtype=torch.uint8))
     return folder
 
-
-def _cli(capsys, *args) -> tuple[int, str, str]:
-    """The CLI in this process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exited:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exited.value.code, out.out, out.err
 
 
 @pytest.fixture
@@ -93,7 +86,7 @@ def test_same_digits_as_the_course_script_on_noisy_colour_masks(tmp_path, capsys
             rgb = PALETTE.numpy()[ids].astype(int)
             rgb = np.where(rgb > 127, rng.integers(128, 256, rgb.shape), rng.integers(0, 128, rgb.shape))
             Image.fromarray(rgb.astype(np.uint8)).save(tmp_path / folder / f"{k:04d}_mask.png")
-    code, out, err = _cli(capsys, "eval", "seg", "--pred", tmp_path / "pred", "--labels", tmp_path / "labels")
+    code, out, err = dlcvkit_here(capsys, "eval", "seg", "--pred", tmp_path / "pred", "--labels", tmp_path / "labels")
     assert code == 0, err
     assert out == _course_script(tmp_path / "pred", tmp_path / "labels")
 
@@ -101,48 +94,48 @@ def test_same_digits_as_the_course_script_on_noisy_colour_masks(tmp_path, capsys
 def test_absent_class_is_nan_with_a_note_or_skipped_on_request(tmp_path, capsys):
     ids = {"x": [[0, 1, 2], [3, 5, 6]]}  # no Water (4) anywhere
     pred, labels = _write(tmp_path / "p", ids), _write(tmp_path / "l", ids)
-    code, out, err = _cli(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
+    code, out, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
     assert code == 0
     assert "class #4 : nan\n" in out and "mean_iou: nan\n" in out and "class #3 : 1.00000\n" in out
     assert "class #4 (Water)" in err and "nan" in err
-    code, out, err = _cli(capsys, "eval", "seg", "--pred", pred, "--labels", labels, "--absent", "skip")
+    code, out, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred, "--labels", labels, "--absent", "skip")
     assert code == 0 and "class #4 : nan\n" in out and "mean_iou: 1.000000\n" in out
 
 
 def test_files_are_paired_by_name(hand, capsys):
     pred, labels = hand
     (pred / "a_mask.png").rename(pred / "c_mask.png")  # sorted positions would still pair c with a
-    code, _, err = _cli(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
+    code, _, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
     assert code == 2 and "c_mask.png" in err and "no file of the same name" in err
     (pred / "c_mask.png").unlink()
-    code, _, err = _cli(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
+    code, _, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
     assert code == 2 and "a_mask.png" in err and str(labels) in err
 
 
 def test_size_grey_and_red_masks_are_clear_errors(hand, capsys):
     pred, labels = hand
     write_mask(pred / "a_mask.png", torch.zeros(4, 3, dtype=torch.uint8))
-    code, _, err = _cli(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
+    code, _, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
     assert code == 2 and "3x4" in err and "3x2" in err and err.count("\n") == 1
 
     Image.fromarray(np.zeros((2, 3), np.uint8)).save(pred / "a_mask.png")  # a class-index PNG, mode L
-    code, _, err = _cli(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
+    code, _, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
     assert code == 2 and "a_mask.png is a L image, not an RGB colour mask" in err
 
     red = np.zeros((2, 3, 3), np.uint8)
     red[..., 0] = 255
     Image.fromarray(red).save(pred / "a_mask.png")
-    code, _, err = _cli(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
+    code, _, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred, "--labels", labels)
     assert code == 2 and "red" in err and "--red-as" in err
-    code, out, _ = _cli(capsys, "eval", "seg", "--pred", pred, "--labels", labels, "--red-as", 6)
+    code, out, _ = dlcvkit_here(capsys, "eval", "seg", "--pred", pred, "--labels", labels, "--red-as", 6)
     assert code == 0 and "mean_iou" in out
 
 
 def test_one_form_at_a_time(hand, tmp_path, capsys):
     pred, labels = hand
-    code, _, err = _cli(capsys, "eval", "seg", "--pred", pred, "--labels", labels, "--run", tmp_path)
+    code, _, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred, "--labels", labels, "--run", tmp_path)
     assert code == 2 and "either --pred DIR --labels DIR, or --run RUN_DIR --data DIR" in err
-    code, _, err = _cli(capsys, "eval", "seg", "--pred", pred)
+    code, _, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred)
     assert code == 2 and "--pred and --labels go together" in err
 
 
