@@ -13,8 +13,8 @@ from dlcvkit.data.synth import synth_seg
 from dlcvkit.engine.runlog import read_metrics
 from dlcvkit.engine.weights import read_state_dict
 from dlcvkit.models.segmenters import build_segmenter
-from tests.cli_runner import dlcvkit
-from tests.test_seg_eval import _cli, _course_script
+from tests.cli_runner import dlcvkit, dlcvkit_here
+from tests.test_seg_eval import _course_script
 
 TRACK = ["0000", "0003"]
 RECIPE = """task = "segment"
@@ -88,7 +88,7 @@ def test_tracked_predictions_every_epoch_and_the_grid(run):
 
 
 def test_eval_run_matches_the_course_script_on_an_independent_prediction(run, reference, capsys):
-    code, out, err = _cli(capsys, "eval", "seg", "--run", run / "run", "--data", run / "val", "--weights", "last")
+    code, out, err = dlcvkit_here(capsys, "eval", "seg", "--run", run / "run", "--data", run / "val", "--weights", "last")
     assert code == 0, err
     assert out == _course_script(reference, run / "val")
     last = [r for r in read_metrics(run / "run") if r.get("split") == "val"][-1]
@@ -97,7 +97,7 @@ def test_eval_run_matches_the_course_script_on_an_independent_prediction(run, re
 
 def test_two_processes_print_the_same_digits_on_an_odd_set(run, capsys):
     args = ["eval", "seg", "--run", run / "run", "--data", run / "val", "--batch-size", 2]
-    code, one, err = _cli(capsys, *args)
+    code, one, err = dlcvkit_here(capsys, *args)
     assert code == 0, err
     two = dlcvkit("launch", "--procs", 2, "--", *args).stdout
     assert two == one and "mean_iou: " in one
@@ -105,7 +105,7 @@ def test_two_processes_print_the_same_digits_on_an_odd_set(run, capsys):
 
 def test_predict_writes_one_course_mask_per_image(run, reference, capsys):
     out = run / "pred"
-    code, _, err = _cli(capsys, "predict", "seg", "--run", run / "run", "--images", run / "val", "--out", out,
+    code, _, err = dlcvkit_here(capsys, "predict", "seg", "--run", run / "run", "--images", run / "val", "--out", out,
                         "--weights", "last", "--batch-size", 4)
     assert code == 0, err
     sats = sorted(p.name.replace("_sat.jpg", "_mask.png") for p in (run / "val").glob("*_sat.jpg"))
@@ -118,7 +118,7 @@ def test_predict_writes_one_course_mask_per_image(run, reference, capsys):
 
 def test_predict_at_each_image_own_size_with_flip_tta(run, capsys):
     synth_seg(run / "big", n=3, size=96, seed=5)
-    code, _, err = _cli(capsys, "predict", "seg", "--run", run / "run", "--images", run / "big", "--out",
+    code, _, err = dlcvkit_here(capsys, "predict", "seg", "--run", run / "run", "--images", run / "big", "--out",
                         run / "pred_big", "--tta")
     assert code == 0, err
     masks = sorted((run / "pred_big").iterdir())
@@ -130,10 +130,10 @@ def test_predict_at_each_image_own_size_with_flip_tta(run, capsys):
 
 
 def test_unknown_track_name_and_wrong_run_are_clear_errors(run, capsys):
-    code, _, err = _cli(capsys, "segment", "-r", run / "r.toml", "--data", run / "train", "--val", run / "val",
+    code, _, err = dlcvkit_here(capsys, "segment", "-r", run / "r.toml", "--data", run / "train", "--val", run / "val",
                         "--out", run / "bad", "--track", "0000,nope")
     assert code == 2 and "--track nope" in err and "0000" in err
-    code, _, err = _cli(capsys, "eval", "seg", "--run", run / "train", "--data", run / "val")
+    code, _, err = dlcvkit_here(capsys, "eval", "seg", "--run", run / "train", "--data", run / "val")
     assert code == 2 and "no recipe.toml" in err
 
 
@@ -144,6 +144,6 @@ def test_inference_needs_only_the_run_not_its_pretrained_weights(run, capsys):
     recipe = (run / "run" / "recipe.toml").read_text()
     assert 'pretrained = ""' in recipe
     (moved / "recipe.toml").write_text(recipe.replace('pretrained = ""', 'pretrained = "/missing/resnet18.pth"'))
-    code, _, err = _cli(capsys, "predict", "seg", "--run", moved, "--images", run / "val", "--out", run / "pred2")
+    code, _, err = dlcvkit_here(capsys, "predict", "seg", "--run", moved, "--images", run / "val", "--out", run / "pred2")
     assert code == 0, err
     assert len(list((run / "pred2").iterdir())) == 9

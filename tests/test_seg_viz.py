@@ -7,7 +7,7 @@ from PIL import Image
 from dlcvkit.data.images import write_image
 from dlcvkit.data.masks import PALETTE, write_mask
 from dlcvkit.viz.masks import class_boundaries, overlay
-from tests.test_seg_eval import _cli
+from tests.cli_runner import dlcvkit_here
 
 
 def test_boundaries_are_the_pixels_next_to_another_class():
@@ -33,7 +33,7 @@ def test_viz_mask_command(tmp_path, capsys):
     ids = torch.randint(0, 7, (32, 48), dtype=torch.uint8)
     write_image(tmp_path / "0001_sat.jpg", image)
     write_mask(tmp_path / "0001_mask.png", ids)
-    code, _, err = _cli(capsys, "viz", "mask", "--image", tmp_path / "0001_sat.jpg", "--mask",
+    code, _, err = dlcvkit_here(capsys, "viz", "mask", "--image", tmp_path / "0001_sat.jpg", "--mask",
                         tmp_path / "0001_mask.png", "--out", tmp_path / "view.png")
     assert code == 0, err
     picture = np.asarray(Image.open(tmp_path / "view.png"))
@@ -42,6 +42,6 @@ def test_viz_mask_command(tmp_path, capsys):
     assert np.array_equal(picture[edge], PALETTE.numpy()[ids.numpy()][edge])
 
     write_mask(tmp_path / "small_mask.png", ids[:16])
-    code, _, err = _cli(capsys, "viz", "mask", "--image", tmp_path / "0001_sat.jpg", "--mask",
+    code, _, err = dlcvkit_here(capsys, "viz", "mask", "--image", tmp_path / "0001_sat.jpg", "--mask",
                         tmp_path / "small_mask.png", "--out", tmp_path / "bad.png")
     assert code == 2 and "48x32" in err and "48x16" in err
