@@ -44,7 +44,7 @@ def run_summary(run_dir: Path) -> dict:
     waits = [r["data_wait"] for r in (train[1:] or train) if "data_wait" in r]
     checkpoint = latest_checkpoint(run_dir)
     state = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint else {}
-    from dlcvkit.tasks.registry import run_recipe
+    from dlcvkit.runs.load import run_recipe
 
     return {
         "name": run_dir.name,

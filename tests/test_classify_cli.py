@@ -19,7 +19,7 @@ from dlcvkit.data.datasets import P1Folder
 from dlcvkit.data.synth import synth_cls
 from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.tasks.registry import load_run
+from dlcvkit.runs.load import load_run
 
 RECIPE = Path(__file__).parent.parent / "recipes" / "demo_cls.toml"
 EVAL_BATCH = 8

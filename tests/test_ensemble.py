@@ -4,7 +4,7 @@ and differs from a majority vote."""
 import torch
 
 from dlcvkit.engine.metrics import Confusion, accuracy
-from dlcvkit.tasks.classify import ensemble_prediction
+from dlcvkit.runs.ensemble import ensemble_prediction
 
 
 def test_mean_of_probabilities_by_hand():

@@ -23,8 +23,9 @@ from dlcvkit.tasks.finetune import (
     FinetuneTask,
     setting_overrides,
 )
-from dlcvkit.tasks.probe import load_backbone_weights
-from dlcvkit.tasks.registry import load_run, task_classes
+from dlcvkit.models.backbones import load_backbone_weights
+from dlcvkit.runs.load import load_run
+from dlcvkit.tasks.registry import task_classes
 from tests.cli_runner import dlcvkit
 
 RECIPE = """

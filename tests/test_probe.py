@@ -10,7 +10,7 @@ import torch
 from dlcvkit.data.synth import synth_officehome
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.tasks.probe import knn_accuracy, linear_probe_accuracy, open_backbone
+from dlcvkit.runs.probe import knn_accuracy, linear_probe_accuracy, open_backbone
 from tests.cli_runner import dlcvkit
 
 

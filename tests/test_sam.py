@@ -20,8 +20,8 @@ from dlcvkit.data.synth import synth_seg
 from dlcvkit.engine.weights import read_state_dict, save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.sam import load_sam
-from dlcvkit.tasks.registry import load_run
-from dlcvkit.tasks.sam_refine import Regions, paint_regions, read_regions, region_overlay, write_regions
+from dlcvkit.runs.load import load_run
+from dlcvkit.runs.sam_refine import Regions, paint_regions, read_regions, region_overlay, write_regions
 from dlcvkit.tasks.segment import predict_masks
 from tests.cli_runner import dlcvkit, dlcvkit_here
 

@@ -11,8 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dlcvkit.data.masks import PALETTE, write_mask
-from dlcvkit.tasks.segment import read_colour_mask
+from dlcvkit.data.masks import PALETTE, read_colour_mask, write_mask
 from tests.cli_runner import dlcvkit_here
 
 # Two 2x3 images. Pixel (0, 2) of "a" is Unknown (6) predicted Urban (0): a false positive of Urban, as the

@@ -17,8 +17,9 @@ from dlcvkit.config import write_recipe
 from dlcvkit.data.datasets import SatellitePairs
 from dlcvkit.data.synth import synth_seg
 from dlcvkit.engine.weights import save_weights
-from dlcvkit.tasks.registry import load_run
-from dlcvkit.tasks.segment import SegmentRecipe, SegmentTask, predict_masks, predict_run
+from dlcvkit.runs.load import load_run
+from dlcvkit.runs.segment import predict_run
+from dlcvkit.tasks.segment import SegmentRecipe, SegmentTask, predict_masks
 
 BENCH = "infer"
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}

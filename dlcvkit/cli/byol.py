@@ -160,8 +160,9 @@ def probe(
 
     from dlcvkit.config import DataConfig
     from dlcvkit.data.datasets import open_labeled
+    from dlcvkit.models.backbones import backbone_metadata
+    from dlcvkit.runs.probe import open_backbone, probe_features
     from dlcvkit.tasks.finetune import office_home_splits
-    from dlcvkit.tasks.probe import backbone_metadata, open_backbone, probe_features
 
     if val is None:
         splits = office_home_splits(data)

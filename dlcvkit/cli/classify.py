@@ -94,7 +94,7 @@ def eval_cls(
     import sys
 
     from dlcvkit.data.datasets import open_labeled, skip_unreadable
-    from dlcvkit.tasks.classify import evaluate_members
+    from dlcvkit.runs.ensemble import evaluate_members
 
     accelerator, members = _members(run, weights)
     classes = members[0].model.head[-1].out_features
@@ -138,7 +138,7 @@ def predict_cls(
     from accelerate.utils import gather_object
 
     from dlcvkit.data.datasets import LabeledCsv, UnlabeledFolder
-    from dlcvkit.tasks.classify import ensemble_prediction, member_probabilities
+    from dlcvkit.runs.ensemble import ensemble_prediction, member_probabilities
 
     accelerator, members = _members(run, weights)
 
@@ -246,7 +246,8 @@ def _summary_model(model: str, task: SummaryTask, num_classes: int):
     from dlcvkit.models.backbones import create_backbone
 
     if Path(model).is_dir():
-        from dlcvkit.tasks.registry import run_recipe, task_classes
+        from dlcvkit.runs.load import run_recipe
+        from dlcvkit.tasks.registry import task_classes
 
         recipe = run_recipe(Path(model))
         return task_classes(recipe.task)[1](recipe).build_model(), (3, recipe.data.img_size, recipe.data.img_size)
@@ -274,7 +275,7 @@ def _members(runs: list[Path], weights: Weights):
 
 def _load_members(runs: list[Path], weights: Weights, device):
     from dlcvkit.engine.weights import load_weights, read_state_dict
-    from dlcvkit.tasks.classify import load_members
+    from dlcvkit.runs.ensemble import load_members
 
     if not runs:
         raise DlcvkitError("give at least one --run RUN_DIR")

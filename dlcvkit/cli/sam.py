@@ -53,7 +53,7 @@ def sam(
 
     from dlcvkit.data.datasets import SatellitePairs
     from dlcvkit.models.sam import load_sam, where_to_get_checkpoints
-    from dlcvkit.tasks.sam_refine import REFINED_DIR, SEGMENTER_DIR, load_segmenter, make_generator, sam_image
+    from dlcvkit.runs.sam_refine import REFINED_DIR, SEGMENTER_DIR, load_segmenter, make_generator, sam_image
 
     if checkpoint is None:
         raise DlcvkitError(f"dlcvkit sam needs a local Segment Anything checkpoint: {where_to_get_checkpoints()}")

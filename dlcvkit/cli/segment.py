@@ -92,7 +92,8 @@ def eval_seg(
 
     Or --run RUN_DIR --data DIR: a trained model, also under `dlcvkit launch` (the same digits on N processes).
     """
-    from dlcvkit.tasks.segment import confusion_of_mask_files, evaluate_run, iou_report
+    from dlcvkit.data.scoring import confusion_of_mask_files, iou_report
+    from dlcvkit.runs.segment import evaluate_run
 
     files, model = (pred, labels), (run, data)
     if any(v is not None for v in files) == any(v is not None for v in model):
@@ -130,7 +131,7 @@ def predict_seg(
     tta: TtaOpt = False,
 ) -> None:
     """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg."""
-    from dlcvkit.tasks.segment import predict_run
+    from dlcvkit.runs.segment import predict_run
 
     if run is None or images is None or out is None:
         raise DlcvkitError("predict seg needs --run RUN_DIR --images DIR --out DIR")
@@ -148,7 +149,7 @@ def viz_mask(
 ) -> None:
     """The image tinted with its mask's class colours, class boundaries drawn (the course's mask viewer)."""
     from dlcvkit.data.images import read_image, write_image
-    from dlcvkit.tasks.segment import read_colour_mask
+    from dlcvkit.data.masks import read_colour_mask
     from dlcvkit.viz.masks import overlay
 
     if not 0 <= alpha <= 1:

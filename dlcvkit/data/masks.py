@@ -7,8 +7,10 @@ code but red (4) names one class. Red is left undefined there; here it is an err
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from dlcvkit.data.images import read_image, write_image
 from dlcvkit.errors import DlcvkitError
@@ -88,3 +90,22 @@ def write_mask(path: str | os.PathLike, ids: torch.Tensor) -> None:
     if os.fspath(path).lower().endswith((".jpg", ".jpeg")):
         raise DlcvkitError(f"cannot write mask {path}: JPEG would change the colours; use a .png name")
     write_image(path, classes_to_rgb(ids.cpu(), source=path))
+
+
+_COLOUR_MODES = ("RGB", "RGBA", "P")  # PIL modes that decode to colours; "P" (palette) PNGs are expanded to RGB
+
+
+def read_colour_mask(path: Path, red_as: int | None = None) -> torch.Tensor:
+    """Class ids `h w` of a colour mask file, refusing greyscale ones (a class-index PNG read as colours would
+    silently become all Unknown)."""
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+    except (UnidentifiedImageError, OSError) as e:
+        raise DlcvkitError(f"cannot decode mask {path}: {e}; remove or replace it") from None
+    if mode not in _COLOUR_MODES:
+        raise DlcvkitError(
+            f"mask {path} is a {mode} image, not an RGB colour mask; masks must use the course's colours "
+            "(Urban cyan, Agriculture yellow, ...), as `dlcvkit predict seg` writes them"
+        )
+    return read_mask(path, red_as=red_as)

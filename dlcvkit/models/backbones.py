@@ -7,8 +7,10 @@ import socket
 from pathlib import Path
 
 import timm
+from safetensors import safe_open
 from torch import nn
 
+from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
 
 HUB = "hub"  # `pretrained = "hub"`: let timm download the weights (needs a network)
@@ -61,3 +63,36 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+# key prefixes under which other dlcvkit runs keep a backbone: a classifier's model.safetensors, a BYOL run's
+FOREIGN_PREFIXES = ("backbone.", "online.encoder.")
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load a backbone file into a timm backbone built with `num_classes=0`, strictly.
+
+    Accepts a torchvision- or timm-format state dict (.pt/.pth through `weights_only=True`, or safetensors;
+    its ImageNet classifier is dropped), BYOL's `backbone.safetensors`, and the weights of a dlcvkit classifier
+    or BYOL run (keys under FOREIGN_PREFIXES). timm's own file loading is not used because it turns strict
+    checking off whenever the class count differs, so a file of another network would load nothing, silently.
+    """
+    state = read_state_dict(path)
+    own = backbone.state_dict()
+    if not own.keys() & state.keys():
+        for prefix in FOREIGN_PREFIXES:
+            if any(key.startswith(prefix) for key in state):
+                state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                break
+    classifier = getattr(backbone, "pretrained_cfg", {}).get("classifier") or ()
+    heads = tuple(f"{name}." for name in ((classifier,) if isinstance(classifier, str) else classifier))
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(heads)} if heads else state
+    load_weights(backbone, state, source=f"backbone file {path}")
+
+
+def backbone_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors backbone file (BYOL writes the timm name and the image size there)."""
+    if Path(path).suffix != ".safetensors":
+        return {}
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}

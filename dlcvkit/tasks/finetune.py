@@ -13,9 +13,10 @@ from typing import Literal
 
 from dlcvkit.engine.task import RunContext
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.models.backbones import load_backbone_weights
 from dlcvkit.models.classifier import Classifier
+from dlcvkit.runs.features import extract_features
 from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
-from dlcvkit.tasks.probe import extract_features, load_backbone_weights
 
 
 @dataclass(frozen=True)

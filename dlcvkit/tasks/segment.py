@@ -1,34 +1,25 @@
 """Semantic segmentation of satellite images (course P2): FCN/DeepLabv3 on a timm encoder, pixel cross-entropy
-over the 7 land-cover classes, the course's mean IoU, tracked predictions; and the inference and evaluation
-that `dlcvkit predict seg` / `dlcvkit eval seg` run on a finished run or on mask files.
-"""
+over the 7 land-cover classes, the course's mean IoU, tracked predictions."""
 
 from __future__ import annotations
 
-import math
-import os
-import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.augment.segment import JointAugment
 from dlcvkit.config import DataConfig, Recipe
-from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs, skip_unreadable
+from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, read_mask, write_mask
-from dlcvkit.engine.distributed import make_accelerator
-from dlcvkit.engine.loaders import device_batches, make_eval_loader
 from dlcvkit.engine.metrics import Confusion, iou_per_class
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.segmenters import INPUT_MULTIPLE, build_segmenter
-from dlcvkit.tasks.registry import load_run, run_recipe
 from dlcvkit.viz.masks import prediction_grid
 
 TRACK_DIR = "track"  # RUN_DIR/track/epoch_XXX/NAME_mask.png, and the grid RUN_DIR/track.png
@@ -201,182 +192,3 @@ def predict_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: 
         probs = F.interpolate(probs, size, mode="bilinear", align_corners=False)
     return probs.argmax(dim=1)
 
-
-# ------------------------------------------------------------------------------- mask files, the course's rule
-
-MASK_FILE_SUFFIX = ".png"
-_COLOUR_MODES = ("RGB", "RGBA", "P")  # PIL modes that decode to colours; "P" (palette) PNGs are expanded to RGB
-
-
-def read_colour_mask(path: Path, red_as: int | None = None) -> torch.Tensor:
-    """Class ids `h w` of a colour mask file, refusing greyscale ones (a class-index PNG read as colours would
-    silently become all Unknown)."""
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-    except (UnidentifiedImageError, OSError) as e:
-        raise DlcvkitError(f"cannot decode mask {path}: {e}; remove or replace it") from None
-    if mode not in _COLOUR_MODES:
-        raise DlcvkitError(
-            f"mask {path} is a {mode} image, not an RGB colour mask; masks must use the course's colours "
-            "(Urban cyan, Agriculture yellow, ...), as `dlcvkit predict seg` writes them"
-        )
-    return read_mask(path, red_as=red_as)
-
-
-def pair_mask_files(pred_dir: Path, label_dir: Path) -> list[str]:
-    """The `.png` file names present in both folders (paired by name); any file without its partner is an error."""
-    def names(folder: Path, what: str) -> set[str]:
-        if not folder.is_dir():
-            raise DlcvkitError(f"{what} {folder} is not a folder")
-        return {n for n in os.listdir(folder) if n.lower().endswith(MASK_FILE_SUFFIX) and not n.startswith(".")}
-
-    preds, labels = names(pred_dir, "--pred"), names(label_dir, "--labels")
-    for extra, here, there in ((preds - labels, pred_dir, label_dir), (labels - preds, label_dir, pred_dir)):
-        if extra:
-            first = sorted(extra)[0]
-            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-            raise DlcvkitError(
-                f"{first} in {here} has no file of the same name in {there}{more}; predictions and labels are "
-                "paired by name"
-            )
-    if not preds:
-        raise DlcvkitError(f"no .png masks in {pred_dir} and {label_dir}")
-    return sorted(preds)
-
-
-def confusion_of_mask_files(pred_dir: Path, label_dir: Path, red_as: int | None = None) -> tuple[torch.Tensor, int]:
-    """The 7x7 confusion matrix (rows labels, columns predictions) summed over all pixels of all paired masks,
-    and the number of pairs."""
-    confusion = Confusion(NUM_CLASSES)
-    names = pair_mask_files(pred_dir, label_dir)
-    for name in names:
-        pred = read_colour_mask(pred_dir / name, red_as)
-        label = read_colour_mask(label_dir / name, red_as)
-        if pred.shape != label.shape:
-            raise DlcvkitError(
-                f"{pred_dir / name} is {pred.shape[1]}x{pred.shape[0]} but {label_dir / name} is "
-                f"{label.shape[1]}x{label.shape[0]} (width x height); predict at the labels' size"
-            )
-        confusion.update(pred, label)
-    return confusion.matrix, len(names)
-
-
-def iou_report(matrix: torch.Tensor, absent: Literal["nan", "skip"] = "nan") -> tuple[str, dict, list[str]]:
-    """(the course's printout, the numbers as JSON-ready data, notes for stderr) of a 7x7 confusion matrix.
-
-    absent = "nan": a class in neither labels nor predictions has IoU 0/0 = nan and so has the mean, as in the
-    course's script; "skip": the mean is taken over the other classes.
-    """
-    iou = iou_per_class(matrix, SCORED_CLASSES)
-    missing = [c for c in range(SCORED_CLASSES) if iou[c].isnan()]
-    kept = iou if absent == "nan" else iou[~iou.isnan()]
-    mean = float(kept.mean()) if len(kept) else float("nan")
-    # the course's mean_iou_evaluate.py: print('class #%d : %1.5f' % ...), then print('\nmean_iou: %f\n' % ...)
-    text = "".join(f"class #{c} : {float(v):1.5f}\n" for c, v in enumerate(iou)) + f"\nmean_iou: {mean:f}\n\n"
-    notes = [
-        f"class #{c} ({CLASS_NAMES[c]}) occurs in neither the predictions nor the labels: its IoU is 0/0 = nan; "
-        + ("so is mean_iou, as in the course's script (--absent skip averages the other classes)"
-           if absent == "nan" else "mean_iou averages the other classes (--absent skip)")
-        for c in missing
-    ]
-    numbers = {
-        "classes": list(CLASS_NAMES[:SCORED_CLASSES]),
-        "iou": [_json_number(float(v)) for v in iou],
-        "mean_iou": _json_number(mean),
-        "absent_classes": missing,
-        "absent_rule": absent,
-        "pixels": int(matrix.sum()),
-        "confusion": matrix.tolist(),
-    }
-    return text, numbers, notes
-
-
-def _json_number(value: float) -> float | None:
-    """JSON has no NaN: null instead."""
-    return None if math.isnan(value) else value
-
-
-# ----------------------------------------------------------------------------------------- finished runs
-
-
-def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device | str = "cpu"):
-    """(recipe, model in eval mode on `device`) of a finished segmentation run, needing nothing but its folder."""
-    recipe, _, model = load_run(run_dir, weights, device)
-    if recipe.task != "segment":
-        raise DlcvkitError(f"--run {run_dir} is a '{recipe.task}' run, not a segmentation run")
-    return recipe, model
-
-
-def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, batch_size: int, num_workers: int,
-                red_as: int | None, skip_bad: bool = False):
-    """(accelerator, recipe, model, this process's batches) for inference over a P2 folder read at its own size;
-    with `skip_bad`, pairs with a file that does not decode are left out (reported on stderr)."""
-    accelerator = make_accelerator(run_recipe(run_dir).train)
-    recipe, model = load_segment_run(run_dir, weights, accelerator.device)
-    red = red_class(recipe.data.red_as) if red_as is None else red_as
-    dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red)
-    data = replace(
-        recipe.data,
-        eval_batch_size=batch_size or recipe.data.eval_batch_size or recipe.data.batch_size,
-        num_workers=recipe.data.num_workers if num_workers < 0 else num_workers,
-    )
-    if skip_bad:
-        note = skip_unreadable(dataset, f"--data {folder} (--skip-bad)", data.num_workers)
-        if accelerator.is_main_process:
-            print(f"dlcvkit: note: {note}", file=sys.stderr)
-    if data.eval_batch_size > 1:
-        _check_one_size(dataset)
-    batches = device_batches(make_eval_loader(dataset, data, accelerator), accelerator.device)
-    return accelerator, recipe, model, batches
-
-
-def _check_one_size(dataset: SatellitePairs) -> None:
-    """Batches stack images, so a folder must hold one image size (read from the file headers only)."""
-    first = None
-    for name in dataset.names:
-        path = dataset.root / f"{name}{SAT_SUFFIX}"
-        try:
-            with Image.open(path) as img:
-                size = img.size
-        except (UnidentifiedImageError, OSError) as e:
-            raise DlcvkitError(f"cannot decode image {path}: {e}; remove or replace it") from None
-        if first is None:
-            first = (path.name, size)
-        elif size != first[1]:
-            raise DlcvkitError(
-                f"{path.name} is {size[0]}x{size[1]} but {first[0]} is {first[1][0]}x{first[1][1]} in "
-                f"{dataset.root}; batches need one size: pass --batch-size 1"
-            )
-
-
-def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_size: int = 0, num_workers: int = -1,
-                 red_as: int | None = None, tta: bool = False, skip_bad: bool = False) -> tuple[torch.Tensor, bool]:
-    """The 7x7 confusion matrix of a run's predictions on a P2 folder, at the masks' own size, every image
-    counted once over all processes (identical on 1 and N processes); and whether this is the main process."""
-    accelerator, recipe, model, batches = _run_loader(run_dir, data_dir, True, weights, batch_size, num_workers,
-                                                      red_as, skip_bad)
-    confusion = Confusion(NUM_CLASSES, accelerator.device)
-    with accelerator.autocast():
-        for batch in batches:
-            confusion.update(predict_masks(model, batch["image"], recipe.data.img_size, tta), batch["mask"])
-    matrix = confusion.reduce(accelerator).cpu()
-    return matrix, accelerator.is_main_process
-
-
-def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str = "best", batch_size: int = 0,
-                num_workers: int = -1, tta: bool = False) -> int:
-    """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg`; returns how many this
-    process wrote (processes share the images under `dlcvkit launch`)."""
-    accelerator, recipe, model, batches = _run_loader(run_dir, images_dir, False, weights, batch_size, num_workers,
-                                                      None)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with accelerator.autocast():
-        for batch in batches:
-            masks = predict_masks(model, batch["image"], recipe.data.img_size, tta).to(torch.uint8).cpu()
-            for name, mask in zip(batch["name"], masks):
-                write_mask(out_dir / f"{name}_mask.png", mask)
-            written += len(masks)
-    accelerator.wait_for_everyone()
-    return written

@@ -9,38 +9,19 @@ Backbone files (supervised, BYOL) are read here too, strictly, for the probe and
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.config import DataConfig
-from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.models.backbones import create_backbone
+from dlcvkit.models.backbones import backbone_metadata, create_backbone, load_backbone_weights
+from dlcvkit.runs.features import extract_features
 
 KNN_K = 20
-# key prefixes under which other dlcvkit runs keep a backbone: a classifier's model.safetensors, a BYOL run's
-FOREIGN_PREFIXES = ("backbone.", "online.encoder.")
-
-
-@torch.inference_mode()
-def extract_features(
-    embed: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, data: DataConfig, device: torch.device | str
-) -> tuple[np.ndarray, np.ndarray]:
-    """(features (n d) float32, labels (n) int64) of a labelled dataset, in dataset order; `embed` maps normalised
-    images (b 3 h w) to features and must already be in eval mode."""
-    loader = DataLoader(dataset, batch_size=data.eval_batch_size or data.batch_size, num_workers=data.num_workers)
-    features, labels = [], []
-    for batch in loader:
-        features.append(embed(normalize(to_unit(batch["image"].to(device)))).float().cpu())
-        labels.append(batch["label"])
-    return torch.cat(features).numpy(), torch.cat(labels).numpy()
 
 
 def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> float:
@@ -63,35 +44,6 @@ def knn_accuracy(
     knn = KNeighborsClassifier(n_neighbors=min(k, len(train_x)), metric="cosine", algorithm="brute")
     knn.fit(train_x, train_y)
     return float(knn.score(val_x, val_y))
-
-
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load a backbone file into a timm backbone built with `num_classes=0`, strictly.
-
-    Accepts a torchvision- or timm-format state dict (.pt/.pth through `weights_only=True`, or safetensors;
-    its ImageNet classifier is dropped), BYOL's `backbone.safetensors`, and the weights of a dlcvkit classifier
-    or BYOL run (keys under FOREIGN_PREFIXES). timm's own file loading is not used because it turns strict
-    checking off whenever the class count differs, so a file of another network would load nothing, silently.
-    """
-    state = read_state_dict(path)
-    own = backbone.state_dict()
-    if not own.keys() & state.keys():
-        for prefix in FOREIGN_PREFIXES:
-            if any(key.startswith(prefix) for key in state):
-                state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-                break
-    classifier = getattr(backbone, "pretrained_cfg", {}).get("classifier") or ()
-    heads = tuple(f"{name}." for name in ((classifier,) if isinstance(classifier, str) else classifier))
-    state = {k: v for k, v in state.items() if k in own or not k.startswith(heads)} if heads else state
-    load_weights(backbone, state, source=f"backbone file {path}")
-
-
-def backbone_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata of a safetensors backbone file (BYOL writes the timm name and the image size there)."""
-    if Path(path).suffix != ".safetensors":
-        return {}
-    with safe_open(str(path), "pt") as f:
-        return f.metadata() or {}
 
 
 def open_backbone(path: str | Path | None, arch: str | None) -> tuple[nn.Module, str]:

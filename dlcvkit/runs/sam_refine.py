@@ -134,7 +134,7 @@ class Segmenter:
 
 def load_segmenter(run_dir: Path, weights: str = "best", device: torch.device | str = "cpu") -> Segmenter:
     """The segmenter of a finished `dlcvkit segment` run."""
-    from dlcvkit.tasks.segment import load_segment_run
+    from dlcvkit.runs.segment import load_segment_run
 
     recipe, model = load_segment_run(run_dir, weights, device)
     return Segmenter(model, recipe.data.img_size)

@@ -1,0 +1,2 @@
+"""What is done with a finished run: load its recipe and weights, evaluate and predict (one run or an ensemble),
+extract features for t-SNE and probes, and refine its masks with Segment Anything."""
