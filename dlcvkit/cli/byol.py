@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.common import (
+from dlcvkit.cli.options import (
     DataOpt,
     MaxStepsOpt,
     OutOpt,
@@ -19,9 +18,9 @@ from dlcvkit.cli.common import (
     ResumeOpt,
     SetOpt,
     ValOpt,
-    run_training,
 )
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.tasks.registry import run_training
 
 
 class SettingName(str, Enum):
@@ -73,6 +72,7 @@ def finetune(
     from dlcvkit.tasks.finetune import (
         FinetuneRecipe,
         FinetuneTask,
+        _all_settings,
         office_home_splits,
         setting_overrides,
     )
@@ -101,41 +101,6 @@ def finetune(
     if val is None:
         raise DlcvkitError("--all-settings reports validation accuracy: pass an Office-Home folder or --val")
     _all_settings(recipe, data, val, out, overrides, max_steps, supervised, byol_backbone)
-
-
-def _all_settings(recipe: Path | None, data: str | None, val: str, out: Path, overrides: list[str], max_steps: int,
-                  supervised: Path, byol_backbone: Path) -> None:
-    """Run A–E into OUT/A ... OUT/E; print the table and write it as OUT/settings.csv and OUT/settings.md."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from dlcvkit.tasks.finetune import (
-        SETTINGS,
-        FinetuneRecipe,
-        FinetuneTask,
-        setting_overrides,
-        write_settings_table,
-    )
-
-    files = {"": None, "supervised": supervised, "byol": byol_backbone}
-    rows = []
-    for name, row in SETTINGS.items():
-        summary = run_training(FinetuneTask, FinetuneRecipe, recipe=recipe, data=data, val=val, out=out / name,
-                               overrides=overrides + setting_overrides(name, files[row.source]), max_steps=max_steps,
-                               resume=None)
-        rows.append({"setting": name, "pretraining": row.pretraining, "finetuning": row.finetuning,
-                     "acc": summary["best"] if summary["best"] is not None else summary["metrics"]["acc"]})
-    if int(os.environ.get("RANK", "0")) != 0:  # one table, written by the main process of a launch
-        return
-    csv_path, md_path = write_settings_table(rows, out)
-    table = Table(title="Office-Home fine-tuning (best validation accuracy)")
-    for column in ("setting", "pre-training", "fine-tuning", "validation accuracy"):
-        table.add_column(column, justify="right" if column == "validation accuracy" else "left")
-    for r in rows:
-        table.add_row(r["setting"], r["pretraining"], r["finetuning"], f"{r['acc']:.4f}")
-    console = Console()
-    console.print(table)
-    console.print(f"table written to {csv_path} and {md_path}", highlight=False)
 
 
 def probe(

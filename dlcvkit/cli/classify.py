@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.common import (
+from dlcvkit.cli.options import (
     DataOpt,
     MaxStepsOpt,
     OutOpt,
@@ -19,9 +19,9 @@ from dlcvkit.cli.common import (
     SetOpt,
     SkipBadOpt,
     ValOpt,
-    run_training,
 )
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.tasks.registry import run_training
 
 
 class Weights(str, Enum):

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.common import (
+from dlcvkit.cli.options import (
     DataOpt,
     MaxStepsOpt,
     OutOpt,
@@ -19,9 +19,9 @@ from dlcvkit.cli.common import (
     SetOpt,
     SkipBadOpt,
     ValOpt,
-    run_training,
 )
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.tasks.registry import run_training
 
 RunOpt = Annotated[Optional[Path], typer.Option("--run", help="A finished segmentation run folder (RUN_DIR).")]
 WeightsOpt = Annotated[str, typer.Option("--weights", help="'best' (best.safetensors, by mIoU) or 'last'.")]

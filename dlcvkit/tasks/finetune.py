@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,7 @@ from dlcvkit.models.backbones import load_backbone_weights
 from dlcvkit.models.classifier import Classifier
 from dlcvkit.runs.features import extract_features
 from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
+from dlcvkit.tasks.registry import run_training
 
 
 @dataclass(frozen=True)
@@ -127,3 +129,37 @@ def write_settings_table(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 
+
+def _all_settings(recipe: Path | None, data: str | None, val: str, out: Path, overrides: list[str], max_steps: int,
+                  supervised: Path, byol_backbone: Path) -> None:
+    """Run A–E into OUT/A ... OUT/E; print the table and write it as OUT/settings.csv and OUT/settings.md."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dlcvkit.tasks.finetune import (
+        SETTINGS,
+        FinetuneRecipe,
+        FinetuneTask,
+        setting_overrides,
+        write_settings_table,
+    )
+
+    files = {"": None, "supervised": supervised, "byol": byol_backbone}
+    rows = []
+    for name, row in SETTINGS.items():
+        summary = run_training(FinetuneTask, FinetuneRecipe, recipe=recipe, data=data, val=val, out=out / name,
+                               overrides=overrides + setting_overrides(name, files[row.source]), max_steps=max_steps,
+                               resume=None)
+        rows.append({"setting": name, "pretraining": row.pretraining, "finetuning": row.finetuning,
+                     "acc": summary["best"] if summary["best"] is not None else summary["metrics"]["acc"]})
+    if int(os.environ.get("RANK", "0")) != 0:  # one table, written by the main process of a launch
+        return
+    csv_path, md_path = write_settings_table(rows, out)
+    table = Table(title="Office-Home fine-tuning (best validation accuracy)")
+    for column in ("setting", "pre-training", "fine-tuning", "validation accuracy"):
+        table.add_column(column, justify="right" if column == "validation accuracy" else "left")
+    for r in rows:
+        table.add_row(r["setting"], r["pretraining"], r["finetuning"], f"{r['acc']:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"table written to {csv_path} and {md_path}", highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from dlcvkit.errors import DlcvkitError
 
@@ -22,3 +23,59 @@ def task_classes(name: str) -> tuple[type, type]:
     module, recipe_cls, task_cls = TASKS[name]
     mod = importlib.import_module(module)
     return getattr(mod, recipe_cls), getattr(mod, task_cls)
+
+
+# Keys that may change when a run is resumed without changing what it computes.
+RESUME_SAFE_KEYS = (
+    "data.train", "data.val", "data.num_workers", "data.eval_batch_size",
+    "train.log_every", "train.ckpt_every", "train.keep_last", "train.tensorboard", "train.eval_every",
+)
+
+
+def resolve_recipe(recipe_cls, recipe: Path | None, resume: Path | None, overrides: list[str]):
+    """The recipe of a new run (file + overrides) or of a resumed one (its saved recipe, where only
+    RESUME_SAFE_KEYS may differ from a given --recipe or --set)."""
+    from dlcvkit.config import load_recipe, recipe_differences
+
+    if resume is None:
+        if recipe is None:
+            raise DlcvkitError("--recipe is required for a new run (see the recipes/ folder), or --resume RUN_DIR")
+        return load_recipe(recipe, recipe_cls, overrides)
+    saved_path = resume / "recipe.toml"
+    if not saved_path.is_file():
+        raise DlcvkitError(f"--resume {resume}: not a dlcvkit run folder (no recipe.toml)")
+    saved = load_recipe(saved_path, recipe_cls)
+    wanted = load_recipe(recipe or saved_path, recipe_cls, overrides)
+    changed = recipe_differences(saved, wanted, ignore=RESUME_SAFE_KEYS)
+    if changed:
+        shown = ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
+        raise DlcvkitError(
+            f"--resume {resume}: the recipe differs from the run's own in {shown}; resume with the run's recipe "
+            "(omit --recipe) or start a new run with --out"
+        )
+    return wanted
+
+
+def run_training(task_cls, recipe_cls, *, recipe: Path | None, data: str | None, val: str | None,
+                 out: Path | None, overrides: list[str] | None, max_steps: int, resume: Path | None) -> dict:
+    """Resolve the recipe, build the task and run the engine; returns `fit`'s summary."""
+    from dlcvkit.engine.loop import fit
+
+    overrides = list(overrides or [])
+    if data is not None:
+        overrides.append(f"data.train={_toml_string(data)}")
+    if val is not None:
+        overrides.append(f"data.val={_toml_string(val)}")
+    if resume is not None and out is not None and Path(out) != Path(resume):
+        raise DlcvkitError("--resume RUN_DIR continues that folder; do not also pass a different --out")
+    run_dir = resume if resume is not None else out
+    if run_dir is None:
+        raise DlcvkitError("--out RUN_DIR is required: the folder for the run's recipe, logs and checkpoints")
+    if max_steps < 0:
+        raise DlcvkitError("--max-steps must be >= 0")
+    resolved = resolve_recipe(recipe_cls, recipe, resume, overrides)
+    return fit(task_cls(resolved), Path(run_dir), max_steps=max_steps, resume=resume is not None)
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
