@@ -1,7 +1,7 @@
 """`dlcvkit demo`: every capability on embedded data (synthetic sets and scikit-learn's digits), in one folder
-with a report. It is a script of the real CLI commands, run in this process, so it shows exactly what a user
-types; under `accelerate launch` every process runs the same sequence and the steps that only write files run
-on the main process.
+with a report. It is a script of the real CLI commands, run in this process (the CLI passes itself in as
+`run_cli`), so it shows exactly what a user types; under `accelerate launch` every process runs the same sequence
+and the steps that only write files run on the main process.
 """
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
 
+from dlcvkit.engine.distributed import pick_device
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.report import Block, comparison, write_report
 
@@ -54,22 +56,20 @@ def recipe(name: str) -> str:
 class Demo:
     """Runs the steps, times them, and collects what the report shows."""
 
-    def __init__(self, out: Path, sizes: Sizes, max_steps: int) -> None:
-        self.out, self.sizes, self.max_steps = out, sizes, max_steps
+    def __init__(self, out: Path, sizes: Sizes, max_steps: int, run_cli: Callable[[list[str]], None]) -> None:
+        self.out, self.sizes, self.max_steps, self.run_cli = out, sizes, max_steps, run_cli
         self.data, self.runs = out / "data", out / "runs"
-        self.state = PartialState(cpu=not torch.cuda.is_available())
+        self.state = PartialState(cpu=pick_device().type == "cpu")
         self.timings: list[tuple[str, float]] = []
 
     def cli(self, title: str, *args, main_only: bool = False, train: bool = False) -> None:
         """Run `dlcvkit ARGS` here (on the main process only with `main_only`), then wait for every process."""
-        from dlcvkit.cli import app
-
         args = [str(a) for a in args] + (["--max-steps", str(self.max_steps)] if train and self.max_steps else [])
         start = time.perf_counter()
         if self.state.is_main_process:
             print(f"\n[demo] {title}: dlcvkit {' '.join(args)}", flush=True)
         if self.state.is_main_process or not main_only:
-            app(args=args, prog_name="dlcvkit", standalone_mode=False)
+            self.run_cli(args)
         self.state.wait_for_everyone()
         self.timings.append((title, time.perf_counter() - start))
 
@@ -77,13 +77,14 @@ class Demo:
         return json.loads(path.read_text())
 
 
-def run_demo(out: Path, quick: bool = False, max_steps: int = 0) -> Path:
-    """Run everything into OUT and write OUT/report.md and OUT/report.html; returns the Markdown path."""
+def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = False, max_steps: int = 0) -> Path:
+    """Run everything into OUT with `run_cli(ARGS)` (`dlcvkit ARGS`, raising on failure) and write OUT/report.md
+    and OUT/report.html; returns the Markdown path."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise DlcvkitError(f"--out {out} is not empty; the demo writes a fresh folder (choose another or remove it)")
     s = QUICK if quick else FULL
-    d = Demo(out, s, max_steps)
+    d = Demo(out, s, max_steps, run_cli)
     data, runs = d.data, d.runs
 
     d.cli("data: unlabelled images (Mini-ImageNet layout)", "data", "synth", "ssl", "--out", data / "ssl",

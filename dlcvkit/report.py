@@ -2,7 +2,8 @@
 pictures, throughput, the resolved recipe), and comparison tables of several runs.
 
 A report is a list of blocks rendered twice, as Markdown (pictures linked) and as one self-contained HTML file
-(pictures inlined), so both say the same thing.
+(pictures inlined), so both say the same thing. A report reads nothing but the run folder (metrics.jsonl, the
+last checkpoint's state, recipe.toml, pictures).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import html
 import json
 import statistics
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +46,9 @@ def run_summary(run_dir: Path) -> dict:
     waits = [r["data_wait"] for r in (train[1:] or train) if "data_wait" in r]
     checkpoint = latest_checkpoint(run_dir)
     state = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint else {}
-    from dlcvkit.runs.load import run_recipe
-
     return {
         "name": run_dir.name,
-        "task": run_recipe(run_dir).task,
+        "task": _task_name(run_dir / "recipe.toml"),
         "step": max((r["step"] for r in records), default=0),
         "epoch": max((r.get("epoch", 0) for r in records), default=0),
         "final_loss": train[-1]["loss"] if train else None,
@@ -58,6 +58,14 @@ def run_summary(run_dir: Path) -> dict:
         "samples_per_s": statistics.median(speeds) if speeds else None,
         "data_wait": statistics.mean(waits) if waits else None,
     }
+
+
+def _task_name(recipe: Path) -> str:
+    """The task a run's recipe.toml names (the report needs nothing else of it)."""
+    try:
+        return tomllib.loads(recipe.read_text()).get("task", "")
+    except tomllib.TOMLDecodeError as e:
+        raise DlcvkitError(f"recipe {recipe} is not valid TOML: {e}") from None
 
 
 def run_report_blocks(run_dir: Path) -> list[Block]:

@@ -17,15 +17,15 @@ from dlcvkit.data.synth import synth_officehome
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.byol import build_byol
+from dlcvkit.models.backbones import load_backbone_weights
+from dlcvkit.runs.load import load_run
 from dlcvkit.tasks.finetune import (
     SETTINGS,
     FinetuneRecipe,
     FinetuneTask,
     setting_overrides,
 )
-from dlcvkit.models.backbones import load_backbone_weights
-from dlcvkit.runs.load import load_run
-from dlcvkit.tasks.registry import task_classes
+from dlcvkit.tasks.registry import build_task, task_classes
 from tests.cli_runner import dlcvkit
 
 RECIPE = """
@@ -66,7 +66,7 @@ def _task(files, setting: str) -> FinetuneTask:
                  'model.backbone="test_resnet"', "model.head=[16]",
                  *setting_overrides(setting, backbone[SETTINGS[setting].source])]:
         apply_override(recipe, item)
-    return FinetuneTask(recipe)
+    return build_task(recipe)
 
 
 def _equal_to_file(backbone, path) -> bool:

@@ -16,6 +16,7 @@ from dlcvkit.bench.timing import measure, record
 from dlcvkit.config import write_recipe
 from dlcvkit.data.datasets import SatellitePairs
 from dlcvkit.data.synth import synth_seg
+from dlcvkit.engine.distributed import pick_device
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.runs.load import load_run
 from dlcvkit.runs.segment import predict_run
@@ -56,7 +57,7 @@ def bench_infer(segmenter: str, backbone: str, *, images: int, img_size: int, ba
     case = f"seg {segmenter}/{backbone} {img_size}px b{batch} {precision}"
     params = {"task": "seg", "model": f"{segmenter}/{backbone}", "img_size": img_size, "batch": batch,
               "precision": precision}
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device()
     records = [record(BENCH, case, "dlcvkit", measure(predict, items=images, repeats=repeats, warmup=warmup,
                                                        device=device), **params, workers=workers)]
 

@@ -113,16 +113,6 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def pick_device(name: str) -> torch.device:
-    """`auto` (a GPU if present), `cpu` or `cuda[:i]`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DlcvkitError(f"--device {name}: no GPU is visible; use --device cpu")
-    return device
-
-
 def set_threads(threads: int) -> int:
     """Set torch's intra-op threads explicitly (0 = one per available core) and return the number."""
     if threads < 0:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from dlcvkit.bench.timing import Timing, measure, record
 from dlcvkit.config import Recipe
 from dlcvkit.data.synth import synth_cls, synth_seg, synth_ssl
+from dlcvkit.engine.distributed import pick_device
 from dlcvkit.engine.loop import fit
 from dlcvkit.engine.optim import build_optimizer
 from dlcvkit.engine.runlog import read_metrics
@@ -133,7 +134,7 @@ def bare_loop(task, *, interval: int, repeats: int, warmup: int) -> Timing:
     """The plain PyTorch loop: augment, forward under autocast, backward, optimizer step, EMAs; one host sync
     per interval (reading the loss), as the engine's log does."""
     recipe = task.recipe
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device()
     set_seed(recipe.train.seed)
     model = task.build_model().to(device).train()
     if recipe.train.channels_last:

@@ -9,6 +9,7 @@ import typer
 
 
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for data, runs and report.md (must be new or empty).")] = Path("demo_out"),
     quick: Annotated[bool, typer.Option("--quick", help="Small data and few epochs: minutes on a 2-core CPU.")] = False,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Stop every training after N steps (smoke test).")] = 0,
@@ -17,4 +18,6 @@ def demo(
     everything into one folder with report.md and report.html."""
     from dlcvkit.demo import run_demo
 
-    run_demo(out, quick=quick, max_steps=max_steps)
+    cli = ctx.find_root().command  # this very command line, so that the demo runs what a user types
+    run_demo(out, lambda args: cli.main(args=args, prog_name="dlcvkit", standalone_mode=False), quick=quick,
+             max_steps=max_steps)

@@ -1,9 +1,14 @@
-"""Options every training command shares, and the one function that turns them into a run of the engine."""
+"""The options that several commands share, each written once: training (recipe, data, run folder, `--set`,
+resume), finished runs (`--weights best|last|ema`, `--batch-size` 0 = the run's recipe's, `--workers` -1 = the
+run's recipe's), devices and JSON outputs; and `with_options`, which adds a list of them to a command."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -27,3 +32,78 @@ SkipBadOpt = Annotated[
     bool, typer.Option("--skip-bad", help="Leave out images that cannot be decoded (all are decoded once first; "
                                           "how many were left out is printed).")
 ]
+
+
+def choices(name: str, *values: str) -> type[Enum]:
+    """An option type that takes one of `values` (Typer lists them in --help)."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+Weights = choices("Weights", "best", "last", "ema")
+
+
+WeightsOpt = Annotated[Weights, typer.Option(
+    "--weights", help="best.safetensors (by the validation metric; else the last), model.safetensors (the last), "
+                      "or ema.safetensors (the model EMA of train.model_ema).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward pass and process (0 = the run's "
+                                                            "recipe's).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader workers per process (-1 = the run's "
+                                                           "recipe's).")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU if present), cpu, cuda or cuda:N.")]
+
+
+def option(name: str, kind: Any, default: Any) -> inspect.Parameter:
+    """A command parameter `name: kind = default`, for `with_options`."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+
+
+TRAINING = (
+    option("recipe", RecipeOpt, None), option("data", DataOpt, None), option("val", ValOpt, None),
+    option("out", OutOpt, None), option("set_", SetOpt, None), option("max_steps", MaxStepsOpt, 0),
+    option("resume", ResumeOpt, None),
+)
+INFERENCE = (option("weights", WeightsOpt, Weights.best), option("batch_size", BatchOpt, 0),
+             option("workers", WorkersOpt, -1))
+
+
+def inference(options: dict) -> dict:
+    """The INFERENCE options of a command's `**options`, as the functions of `dlcvkit.runs` take them."""
+    return {"weights": options["weights"].value, "batch_size": options["batch_size"],
+            "num_workers": options["workers"]}
+
+
+def with_options(*shared: inspect.Parameter) -> Callable[[Callable], Callable]:
+    """Decorator: the command takes `shared` after its own parameters (Typer reads the signature; they arrive in
+    the command's `**options`)."""
+
+    def add(command: Callable) -> Callable:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        command.__signature__ = inspect.Signature(own + list(shared))
+        return command
+
+    return add
+
+
+def bench_options(defaults: dict | None = None, *, device: bool = True, cache: bool = False) -> tuple:
+    """The options every `dlcvkit bench` command takes: --repeats and --warmup (their `defaults` from
+    dlcvkit.bench.suite.FULL), --threads, --device, --cache (where it makes data), --json."""
+    timed = (option("repeats", Annotated[int, typer.Option("--repeats", help="Timed repeats (the median and spread "
+                                                                             "are reported).")], defaults["repeats"]),
+             option("warmup", Annotated[int, typer.Option("--warmup", help="Untimed repeats first.")],
+                    defaults["warmup"])) if defaults else ()
+    where = (option("device", DeviceOpt, "auto"),) if device else ()
+    data = (option("cache", Annotated[Optional[Path], typer.Option(
+        "--cache", help="Folder for the synthetic data (kept between runs) and scratch runs (default: "
+                        "TMPDIR/dlcvkit-bench).")], None),) if cache else ()
+    threads = option("threads", Annotated[int, typer.Option("--threads", help="torch intra-op threads (0 = one per "
+                                                                              "core).")], 0)
+    return (*timed, threads, *where, *data, option("json_path", JsonOpt, None))
+
+
+Precision = choices("Precision", "fp32", "bf16", "fp16")
+ModelOpt = Annotated[str, typer.Option("--model", help="timm backbone.")]
+SegmenterOpt = Annotated[str, typer.Option("--segmenter", help="seg: fcn32s, fcn16s, fcn8s or deeplabv3.")]
+ImgSizeOpt = Annotated[int, typer.Option("--img-size", help="Image side in pixels.")]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="fp32, bf16 or fp16 (GPU).")]

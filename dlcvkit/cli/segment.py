@@ -1,4 +1,4 @@
-"""Segmentation commands: `dlcvkit segment` (train), `eval seg`, `predict seg`, `viz mask`."""
+"""Segmentation commands on finished runs and mask files: `eval seg`, `predict seg`, `viz mask`."""
 
 from __future__ import annotations
 
@@ -10,23 +10,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import (
-    DataOpt,
-    MaxStepsOpt,
-    OutOpt,
-    RecipeOpt,
-    ResumeOpt,
-    SetOpt,
-    SkipBadOpt,
-    ValOpt,
-)
+from dlcvkit.cli.options import INFERENCE, JsonOpt, SkipBadOpt, inference, with_options
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.tasks.registry import run_training
 
 RunOpt = Annotated[Optional[Path], typer.Option("--run", help="A finished segmentation run folder (RUN_DIR).")]
-WeightsOpt = Annotated[str, typer.Option("--weights", help="'best' (best.safetensors, by mIoU) or 'last'.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward pass (0 = the recipe's).")]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="Decoding processes (-1 = the recipe's).")]
 TtaOpt = Annotated[bool, typer.Option("--tta", help="Average the softmax over the image and its h/v flips.")]
 RedOpt = Annotated[
     Optional[int], typer.Option("--red-as", help="Read red (255,0,0) mask pixels as this class id (default: error).")
@@ -38,31 +25,7 @@ class Absent(str, Enum):
     skip = "skip"
 
 
-def segment(
-    recipe: RecipeOpt = None,
-    data: DataOpt = None,
-    val: ValOpt = None,
-    out: OutOpt = None,
-    set_: SetOpt = None,
-    max_steps: MaxStepsOpt = 0,
-    resume: ResumeOpt = None,
-    track: Annotated[
-        Optional[str],
-        typer.Option("--track", help="Validation images to predict after every epoch, e.g. 0008,0097,0107 "
-                                     "(sets viz.track; RUN_DIR/track.png shows them at the end)."),
-    ] = None,
-) -> None:
-    """Train a segmenter (FCN32s/16s/8s or DeepLabv3 on a timm encoder) on xxxx_sat.jpg + xxxx_mask.png folders."""
-    from dlcvkit.tasks.segment import SegmentRecipe, SegmentTask
-
-    overrides = list(set_ or [])
-    if track is not None:
-        names = [n.strip() for n in track.split(",") if n.strip()]
-        overrides.append(f"viz.track={json.dumps(names)}")
-    run_training(SegmentTask, SegmentRecipe, recipe=recipe, data=data, val=val, out=out, overrides=overrides,
-                 max_steps=max_steps, resume=resume)
-
-
+@with_options(*INFERENCE)
 def eval_seg(
     pred: Annotated[Optional[Path], typer.Option("--pred", help="Folder of predicted xxxx_mask.png.")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Folder of ground-truth xxxx_mask.png.")] = None,
@@ -70,9 +33,6 @@ def eval_seg(
     data: Annotated[
         Optional[Path], typer.Option("--data", help="With --run: a folder of xxxx_sat.jpg + xxxx_mask.png.")
     ] = None,
-    weights: WeightsOpt = "best",
-    batch_size: BatchOpt = 0,
-    workers: WorkersOpt = -1,
     tta: TtaOpt = False,
     red_as: RedOpt = None,
     absent: Annotated[
@@ -81,10 +41,9 @@ def eval_seg(
                                       "IoU and mean_iou are nan, with a note on stderr) or 'skip' (mean_iou over "
                                       "the other classes)."),
     ] = Absent.nan,
-    json_path: Annotated[
-        Optional[Path], typer.Option("--json", help="Also write the numbers to this JSON file.")
-    ] = None,
+    json_path: JsonOpt = None,
     skip_bad: SkipBadOpt = False,
+    **options,
 ) -> None:
     """The course's mean IoU: classes 0..5, pixels counted over the whole set, Unknown pixels not ignored.
 
@@ -108,8 +67,7 @@ def eval_seg(
     else:
         if None in model:
             raise DlcvkitError("eval seg: --run and --data go together")
-        matrix, main = evaluate_run(run, data, weights=weights, batch_size=batch_size, num_workers=workers,
-                                    red_as=red_as, tta=tta, skip_bad=skip_bad)
+        matrix, main = evaluate_run(run, data, red_as=red_as, tta=tta, skip_bad=skip_bad, **inference(options))
     if not main:
         return
     text, numbers, notes = iou_report(matrix, absent.value)
@@ -121,21 +79,20 @@ def eval_seg(
         json_path.write_text(json.dumps(numbers, indent=1) + "\n")
 
 
+@with_options(*INFERENCE)
 def predict_seg(
     run: RunOpt = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="Folder of xxxx_sat.jpg.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the xxxx_mask.png files.")] = None,
-    weights: WeightsOpt = "best",
-    batch_size: BatchOpt = 0,
-    workers: WorkersOpt = -1,
     tta: TtaOpt = False,
+    **options,
 ) -> None:
     """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg."""
     from dlcvkit.runs.segment import predict_run
 
     if run is None or images is None or out is None:
         raise DlcvkitError("predict seg needs --run RUN_DIR --images DIR --out DIR")
-    written = predict_run(run, images, out, weights=weights, batch_size=batch_size, num_workers=workers, tta=tta)
+    written = predict_run(run, images, out, tta=tta, **inference(options))
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 
@@ -148,19 +105,6 @@ def viz_mask(
     red_as: RedOpt = None,
 ) -> None:
     """The image tinted with its mask's class colours, class boundaries drawn (the course's mask viewer)."""
-    from dlcvkit.data.images import read_image, write_image
-    from dlcvkit.data.masks import read_colour_mask
-    from dlcvkit.viz.masks import overlay
+    from dlcvkit.viz.masks import write_overlay
 
-    if not 0 <= alpha <= 1:
-        raise DlcvkitError(f"--alpha {alpha}: use a value in [0, 1]")
-    if width < 0:
-        raise DlcvkitError(f"--width {width}: use 0 or more pixels")
-    picture = read_image(image)
-    ids = read_colour_mask(mask, red_as)
-    if tuple(ids.shape) != tuple(picture.shape[1:]):
-        raise DlcvkitError(
-            f"{image} is {picture.shape[2]}x{picture.shape[1]} but {mask} is {ids.shape[1]}x{ids.shape[0]}; "
-            "they must match"
-        )
-    write_image(out, overlay(picture, ids, alpha, width))
+    write_overlay(image, mask, out, alpha, width, red_as)

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, read_colour_mask
-from dlcvkit.engine.metrics import Confusion, iou_per_class
+from dlcvkit.engine.metrics import Confusion, iou_per_class, mean_iou
 from dlcvkit.errors import DlcvkitError
 
 
@@ -64,8 +64,7 @@ def iou_report(matrix: torch.Tensor, absent: Literal["nan", "skip"] = "nan") -> 
     """
     iou = iou_per_class(matrix, SCORED_CLASSES)
     missing = [c for c in range(SCORED_CLASSES) if iou[c].isnan()]
-    kept = iou if absent == "nan" else iou[~iou.isnan()]
-    mean = float(kept.mean()) if len(kept) else float("nan")
+    mean = mean_iou(matrix, SCORED_CLASSES, absent)
     # the course's mean_iou_evaluate.py: print('class #%d : %1.5f' % ...), then print('\nmean_iou: %f\n' % ...)
     text = "".join(f"class #{c} : {float(v):1.5f}\n" for c, v in enumerate(iou)) + f"\nmean_iou: {mean:f}\n\n"
     notes = [

@@ -39,6 +39,19 @@ def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Acceler
     )
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """The device of a command that runs outside the engine: `auto` (a GPU if present), `cpu` or `cuda[:i]`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DlcvkitError(f"--device {name}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DlcvkitError(f"--device {name}: no GPU is visible; use --device cpu")
+    return device
+
+
 def _destroy_process_group() -> None:
     """At exit, after every training of this process (see loop._finish_trackers)."""
     if dist.is_available() and dist.is_initialized():

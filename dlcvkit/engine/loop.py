@@ -27,7 +27,6 @@ from dlcvkit.engine.schedule import lr_factor, set_lr
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.report import write_run_report
 
 
 def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) -> dict:
@@ -154,7 +153,6 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
         if ema_model is not None:  # the model EMA is only useful if inference can load it
             save_weights(ema_model.state_dict(), run_dir / "ema.safetensors", {"step": str(step)})
         task.export(net, ctx)
-        write_run_report(run_dir)
         if metrics:
             log.print("final: " + _format(metrics))
     accelerator.wait_for_everyone()

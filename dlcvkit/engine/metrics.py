@@ -6,6 +6,8 @@ evaluation is exact as long as each sample is counted once (see `dlcvkit.engine.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 
@@ -63,6 +65,13 @@ def iou_per_class(matrix: torch.Tensor, classes: int | None = None) -> torch.Ten
     return iou[: classes if classes is not None else len(iou)]
 
 
-def mean_iou(matrix: torch.Tensor, classes: int = 6) -> float:
-    """The course's mean IoU: the plain mean of `iou_per_class` over classes 0..classes−1 (NaN if one is absent)."""
-    return float(iou_per_class(matrix, classes).mean())
+def mean_iou(matrix: torch.Tensor, classes: int = 6, absent: Literal["nan", "skip"] = "nan") -> float:
+    """The course's mean IoU: the mean of `iou_per_class` over classes 0..classes−1.
+
+    A class in neither labels nor predictions has IoU 0/0 = NaN. absent="nan" keeps it, so the mean is NaN as in
+    the course's script; "skip" averages the other classes (NaN if none is left), so that a small validation set
+    still ranks checkpoints.
+    """
+    iou = iou_per_class(matrix, classes)
+    kept = iou if absent == "nan" else iou[~iou.isnan()]
+    return float(kept.mean()) if len(kept) else float("nan")

@@ -14,6 +14,7 @@ from dlcvkit.engine.loaders import device_batches, make_eval_loader
 from dlcvkit.engine.metrics import Confusion, accuracy, per_class_accuracy
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.classifier import Classifier
+from dlcvkit.runs.load import load_run
 from dlcvkit.tasks.classify import classifier_logits
 
 
@@ -28,8 +29,6 @@ class Member:
 
 def load_members(run_dirs: list, weights: str, device: torch.device) -> list[Member]:
     """The runs' models (any registered task whose model is a Classifier); all must have the same classes."""
-    from dlcvkit.runs.load import load_run  # the registry imports task modules: no cycle at import time
-
     members = []
     for run_dir in run_dirs:
         recipe, _, model = load_run(run_dir, weights, device)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from dlcvkit.config import Recipe, load_recipe
+from dlcvkit.config import DataConfig, Recipe, load_recipe
+from dlcvkit.data.datasets import skip_unreadable
 from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.tasks.registry import task_classes
@@ -26,14 +29,23 @@ def run_recipe(run_dir: Path) -> Recipe:
     return load_recipe(path, task_classes(name)[0])
 
 
+# --weights -> the files tried in turn; the engine writes ema.safetensors beside model.safetensors
+WEIGHT_FILES = {"best": ("best.safetensors", "model.safetensors"), "last": ("model.safetensors",),
+                "ema": ("ema.safetensors",)}
+
+
 def run_weights(run_dir: Path, weights: str = "best") -> Path:
-    """`best.safetensors` (if the run kept one and `weights` is "best"), else `model.safetensors`."""
+    """`best.safetensors` (if the run kept one and `weights` is "best"), else `model.safetensors`; with "ema"
+    the model EMA's `ema.safetensors`."""
     run_dir = Path(run_dir)
-    if weights not in ("best", "last"):
-        raise DlcvkitError(f"--weights {weights!r}: expected 'best' or 'last'")
-    for name in (["best.safetensors"] if weights == "best" else []) + ["model.safetensors"]:
+    if weights not in WEIGHT_FILES:
+        raise DlcvkitError(f"--weights {weights!r}: expected one of {', '.join(WEIGHT_FILES)}")
+    for name in WEIGHT_FILES[weights]:
         if (run_dir / name).is_file():
             return run_dir / name
+    if weights == "ema":
+        raise DlcvkitError(f"--weights ema: {run_dir / 'ema.safetensors'} does not exist (was the run trained with "
+                           "train.model_ema > 0?)")
     raise DlcvkitError(f"--run {run_dir}: no model.safetensors yet (has the run finished or reached --max-steps?)")
 
 
@@ -41,10 +53,31 @@ def load_run(run_dir: Path, weights: str = "best", device: torch.device | str = 
     """(recipe, task, model in eval mode on `device`) of a finished run; needs no training data."""
     recipe = run_recipe(run_dir)
     task = task_classes(recipe.task)[1](recipe)
-    if hasattr(getattr(recipe, "model", None), "pretrained"):
-        # The run's own weights replace the pre-trained ones: never read (or download, offline) those again.
-        recipe.model.pretrained = ""
+    task.recipe = _without_pretrained(recipe)  # a copy: the recipe itself stays as the run wrote it
     model: nn.Module = task.build_model()
     path = run_weights(run_dir, weights)
     load_weights(model, read_state_dict(path), source=str(path))
     return recipe, task, model.to(device).eval()
+
+
+def _without_pretrained(recipe: Recipe) -> Recipe:
+    """A copy whose model starts from random init: the run's own weights replace the pre-trained ones, so those
+    are never read (or downloaded, offline) again."""
+    if not hasattr(getattr(recipe, "model", None), "pretrained"):
+        return recipe
+    return replace(recipe, model=replace(recipe.model, pretrained=""))
+
+
+def eval_data(recipe: Recipe, batch_size: int = 0, num_workers: int = -1) -> DataConfig:
+    """The run's data section for inference: `--batch-size` images per process (0 = the recipe's evaluation
+    batch, else its batch) and `--workers` (-1 = the recipe's)."""
+    data = recipe.data
+    return replace(data, eval_batch_size=batch_size or data.eval_batch_size or data.batch_size,
+                   num_workers=data.num_workers if num_workers < 0 else num_workers)
+
+
+def skip_bad_samples(dataset, folder: Path, num_workers: int, accelerator) -> None:
+    """--skip-bad: leave out the samples with a file that does not decode; a note on stderr says which."""
+    note = skip_unreadable(dataset, f"--data {folder} (--skip-bad)", num_workers)
+    if accelerator.is_main_process:
+        print(f"dlcvkit: note: {note}", file=sys.stderr)

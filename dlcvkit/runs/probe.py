@@ -4,7 +4,6 @@ Both run on features extracted once (no augmentation, backbone in eval mode), wi
 - linear probe: multinomial logistic regression on standardised features (the usual SSL protocol, as a convex
   fit instead of SGD epochs, so the number does not depend on a training schedule);
 - kNN: majority vote of the k = 20 nearest training samples by cosine similarity.
-Backbone files (supervised, BYOL) are read here too, strictly, for the probe and for fine-tuning.
 """
 
 from __future__ import annotations
@@ -14,12 +13,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from accelerate.utils import set_seed
 from torch.utils.data import Dataset
 
 from dlcvkit.config import DataConfig
+from dlcvkit.data.datasets import open_labeled
+from dlcvkit.engine.distributed import pick_device
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.backbones import backbone_metadata, create_backbone, load_backbone_weights
 from dlcvkit.runs.features import extract_features
+from dlcvkit.tasks.finetune import office_home_splits
 
 KNN_K = 20
 
@@ -69,3 +72,25 @@ def probe_features(
         "linear_probe_acc": linear_probe_accuracy(train_x, train_y, val_x, val_y),
         "knn_acc": knn_accuracy(train_x, train_y, val_x, val_y, k),
     }
+
+
+def probe_backbone(data: str | Path, backbone: Path | None = None, *, val: str | Path | None = None,
+                   arch: str | None = None, img_size: int = 0, k: int = KNN_K, batch_size: int = 128,
+                   num_workers: int = 2, seed: int = 0) -> dict:
+    """`probe_features` of a backbone file (random init with `seed` without one) on an Office-Home folder, or on
+    `data` and `val`; images at `img_size` (0: the BYOL file's pre-training size, else 128)."""
+    if val is None:
+        splits = office_home_splits(data)
+        if splits is None:
+            raise DlcvkitError(f"--data {data} is not an Office-Home folder (train/ + train.csv, val/ + val.csv); "
+                               "pass the training data with --val VAL")
+        data, val = splits
+    size = img_size or int(backbone_metadata(backbone).get("img_size", 128) if backbone else 128)
+    set_seed(seed)
+    net, name = open_backbone(backbone, arch)
+    train_set = open_labeled(data, size=size)
+    val_set = open_labeled(val, size=size, num_classes=train_set.num_classes)
+    loading = DataConfig(batch_size=batch_size, num_workers=num_workers)
+    result = probe_features(net, train_set, val_set, loading, pick_device(), k)
+    return result | {"backbone": str(backbone) if backbone else f"random init (seed {seed})", "arch": name,
+                     "img_size": size, "train": len(train_set), "val": len(val_set), "k": k}

@@ -9,6 +9,7 @@ is painted over it. Pixels no region covers keep the segmenter's class.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from dlcvkit.data.masks import NUM_CLASSES, write_mask
+from dlcvkit.engine.distributed import pick_device
 from dlcvkit.errors import DlcvkitError
 
 REGIONS_SUFFIX = "_regions.npz"  # OUT/NAME_regions.npz: the masks, see write_regions
@@ -156,3 +158,48 @@ def sam_image(name: str, image: torch.Tensor, generator, out_dir: Path,
     write_mask(out_dir / SEGMENTER_DIR / f"{name}_mask.png", classes)
     write_mask(out_dir / REFINED_DIR / f"{name}_mask.png", refined)
     return len(regions.masks), int((refined != classes).sum())
+
+
+@dataclass
+class SamSummary:
+    """What `run_sam` did, for its closing lines."""
+
+    masks: list[int]  # regions found in each image
+    seconds: float  # SAM and refinement time over all images (no decoding)
+    changed: int  # pixels whose class the refinement changed
+    pixels: int
+    device: torch.device
+
+
+def run_sam(images: Path, out: Path, checkpoint: Path, *, model_type: str | None = None, points_per_side: int = 32,
+            pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95, refine_run: Path | None = None,
+            weights: str = "best", device: str = "auto") -> SamSummary:
+    """`sam_image` for every xxxx_sat.jpg of `images`, one image at a time, with a progress bar."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from dlcvkit.data.datasets import SatellitePairs
+    from dlcvkit.models.sam import load_sam
+
+    dataset = SatellitePairs(images, with_masks=False)
+    where = pick_device(device)
+    model = load_sam(checkpoint, model_type, where)
+    generator = make_generator(model, points_per_side, pred_iou_thresh, stability_score_thresh)
+    segmenter = load_segmenter(refine_run, weights, where) if refine_run is not None else None
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary = SamSummary([], 0.0, 0, 0, where)
+    progress = Progress(TextColumn("[bold]sam"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[masks]} masks"), TimeRemainingColumn(), console=Console(stderr=True))
+    with progress:
+        bar = progress.add_task("sam", total=len(dataset), masks="-")
+        for i in range(len(dataset)):
+            sample = dataset[i]
+            start = time.perf_counter()
+            found, changed = sam_image(sample["name"], sample["image"], generator, out, segmenter)
+            summary.seconds += time.perf_counter() - start
+            summary.masks.append(found)
+            summary.changed += changed
+            summary.pixels += sample["image"][0].numel()
+            progress.update(bar, advance=1, masks=found)
+    return summary

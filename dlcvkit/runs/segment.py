@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs, skip_unreadable
+from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs
 from dlcvkit.data.masks import NUM_CLASSES, write_mask
 from dlcvkit.engine.distributed import make_accelerator
 from dlcvkit.engine.loaders import device_batches, make_eval_loader
 from dlcvkit.engine.metrics import Confusion
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.runs.load import load_run, run_recipe
+from dlcvkit.runs.load import eval_data, load_run, run_recipe, skip_bad_samples
 from dlcvkit.tasks.segment import predict_masks, red_class
 
 
@@ -35,15 +33,9 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
     recipe, model = load_segment_run(run_dir, weights, accelerator.device)
     red = red_class(recipe.data.red_as) if red_as is None else red_as
     dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red)
-    data = replace(
-        recipe.data,
-        eval_batch_size=batch_size or recipe.data.eval_batch_size or recipe.data.batch_size,
-        num_workers=recipe.data.num_workers if num_workers < 0 else num_workers,
-    )
+    data = eval_data(recipe, batch_size, num_workers)
     if skip_bad:
-        note = skip_unreadable(dataset, f"--data {folder} (--skip-bad)", data.num_workers)
-        if accelerator.is_main_process:
-            print(f"dlcvkit: note: {note}", file=sys.stderr)
+        skip_bad_samples(dataset, folder, data.num_workers, accelerator)
     if data.eval_batch_size > 1:
         _check_one_size(dataset)
     batches = device_batches(make_eval_loader(dataset, data, accelerator), accelerator.device)

@@ -60,27 +60,35 @@ class ClassifyTask(Task):
     best_metric = "acc"
 
     def __init__(self, recipe: ClassifyRecipe) -> None:
+        """`recipe.model.num_classes` must be set: `dlcvkit.config.resolve` takes it from the training data."""
         super().__init__(recipe)
-        if not recipe.model.num_classes:  # resolved into the recipe, so RUN_DIR/recipe.toml rebuilds the model
-            recipe.model.num_classes = self.train_dataset().num_classes
         self.num_classes = recipe.model.num_classes
+        self._train = None
         aug = recipe.aug
         self._augment = classification_augment(aug.preset, recipe.data.img_size)
         self._mix = mixup_cutmix(aug.mixup, aug.cutmix, aug.mix_prob, aug.switch_prob, aug.label_smoothing,
                                  self.num_classes)
 
     def build_model(self) -> nn.Module:
-        m = self.recipe.model
+        return self.classifier(self.recipe.model)
+
+    def classifier(self, m: ClassifyModel) -> nn.Module:
+        """The classifier the model section `m` describes."""
         return build_classifier(m.backbone, self.num_classes, m.head, m.dropout, m.pretrained, m.freeze_backbone,
                                 pool=m.pool, grid=m.grid, small_images=m.small_images, input_size=m.input_size)
 
-    def train_dataset(self):
-        data = self.recipe.data
+    @staticmethod
+    def open_train(recipe: ClassifyRecipe):
+        """The labelled training set of `recipe.data` (its labels checked against `model.num_classes` if set)."""
+        data = recipe.data
         if not data.train:
             raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
-        if getattr(self, "_train", None) is None:
-            self._train = open_labeled(data.train, size=data.img_size, layout=data.layout,
-                                       num_classes=self.recipe.model.num_classes or None)
+        return open_labeled(data.train, size=data.img_size, layout=data.layout,
+                            num_classes=recipe.model.num_classes or None)
+
+    def train_dataset(self):
+        if self._train is None:
+            self._train = self.open_train(self.recipe)
         return self._train
 
     def val_dataset(self):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -89,12 +89,8 @@ class FinetuneTask(ClassifyTask):
 
     def build_model(self) -> Classifier:
         """The classification task's model at random init, then the backbone file (if any) loaded strictly."""
-        model_cfg = self.recipe.model
-        source, model_cfg.pretrained = model_cfg.pretrained, ""
-        try:
-            model = super().build_model()
-        finally:
-            model_cfg.pretrained = source
+        source = self.recipe.model.pretrained
+        model = self.classifier(replace(self.recipe.model, pretrained=""))
         if source:
             # with model.pool = "grid" the timm network sits inside the pooling wrapper
             load_backbone_weights(getattr(model.backbone, "net", model.backbone), source)
@@ -130,36 +126,18 @@ def write_settings_table(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
     return csv_path, md_path
 
 
-def _all_settings(recipe: Path | None, data: str | None, val: str, out: Path, overrides: list[str], max_steps: int,
-                  supervised: Path, byol_backbone: Path) -> None:
-    """Run A–E into OUT/A ... OUT/E; print the table and write it as OUT/settings.csv and OUT/settings.md."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from dlcvkit.tasks.finetune import (
-        SETTINGS,
-        FinetuneRecipe,
-        FinetuneTask,
-        setting_overrides,
-        write_settings_table,
-    )
-
+def run_all_settings(recipe: Path | None, data: str | None, val: str, out: Path, overrides: list[str],
+                     max_steps: int, supervised: Path, byol_backbone: Path) -> tuple[list[dict], Path, Path] | None:
+    """Run A–E into OUT/A ... OUT/E and write the table as OUT/settings.csv and OUT/settings.md; (its rows, the
+    two paths) on the main process of a launch, which alone writes it, None on the others."""
     files = {"": None, "supervised": supervised, "byol": byol_backbone}
     rows = []
     for name, row in SETTINGS.items():
-        summary = run_training(FinetuneTask, FinetuneRecipe, recipe=recipe, data=data, val=val, out=out / name,
+        summary = run_training("finetune", recipe=recipe, data=data, val=val, out=out / name,
                                overrides=overrides + setting_overrides(name, files[row.source]), max_steps=max_steps,
                                resume=None)
         rows.append({"setting": name, "pretraining": row.pretraining, "finetuning": row.finetuning,
                      "acc": summary["best"] if summary["best"] is not None else summary["metrics"]["acc"]})
-    if int(os.environ.get("RANK", "0")) != 0:  # one table, written by the main process of a launch
-        return
-    csv_path, md_path = write_settings_table(rows, out)
-    table = Table(title="Office-Home fine-tuning (best validation accuracy)")
-    for column in ("setting", "pre-training", "fine-tuning", "validation accuracy"):
-        table.add_column(column, justify="right" if column == "validation accuracy" else "left")
-    for r in rows:
-        table.add_row(r["setting"], r["pretraining"], r["finetuning"], f"{r['acc']:.4f}")
-    console = Console()
-    console.print(table)
-    console.print(f"table written to {csv_path} and {md_path}", highlight=False)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    return rows, *write_settings_table(rows, out)

@@ -1,18 +1,35 @@
-"""Task names to their recipe and task classes."""
+"""The tasks by name: each one's recipe and Task classes (imported lazily, so the CLI starts fast), and
+`run_training`, which every training command calls: the recipe of a new or resumed run, `resolve`d against its
+training data, trained by the engine, then its report."""
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import NamedTuple
 
 from dlcvkit.errors import DlcvkitError
 
-# task name -> (module, recipe class, task class); imported lazily so the CLI starts fast
+
+class Entry(NamedTuple):
+    module: str
+    recipe: str  # the recipe class
+    task: str  # the Task class
+    help: str  # what it trains: the help of `dlcvkit NAME`
+
+
 TASKS = {
-    "classify": ("dlcvkit.tasks.classify", "ClassifyRecipe", "ClassifyTask"),
-    "segment": ("dlcvkit.tasks.segment", "SegmentRecipe", "SegmentTask"),
-    "byol": ("dlcvkit.tasks.byol", "ByolRecipe", "ByolTask"),
-    "finetune": ("dlcvkit.tasks.finetune", "FinetuneRecipe", "FinetuneTask"),
+    "classify": Entry("dlcvkit.tasks.classify", "ClassifyRecipe", "ClassifyTask",
+                      "Train a classifier: any timm backbone, recipe-defined head (P1 folder, ImageFolder or CSV data)."),
+    "segment": Entry("dlcvkit.tasks.segment", "SegmentRecipe", "SegmentTask",
+                     "Train a segmenter (FCN32s/16s/8s or DeepLabv3 on a timm encoder) on xxxx_sat.jpg + "
+                     "xxxx_mask.png folders."),
+    "byol": Entry("dlcvkit.tasks.byol", "ByolRecipe", "ByolTask",
+                  "Pre-train a backbone with BYOL on a folder of unlabeled images; writes "
+                  "RUN_DIR/backbone.safetensors."),
+    "finetune": Entry("dlcvkit.tasks.finetune", "FinetuneRecipe", "FinetuneTask",
+                      "Fine-tune a classifier on Office-Home from scratch, a supervised or a BYOL backbone "
+                      "(settings A–E)."),
 }
 
 
@@ -20,9 +37,17 @@ def task_classes(name: str) -> tuple[type, type]:
     """(recipe class, task class) of a task name."""
     if name not in TASKS:
         raise DlcvkitError(f"unknown task '{name}'; known tasks: {', '.join(sorted(TASKS))}")
-    module, recipe_cls, task_cls = TASKS[name]
-    mod = importlib.import_module(module)
-    return getattr(mod, recipe_cls), getattr(mod, task_cls)
+    entry = TASKS[name]
+    module = importlib.import_module(entry.module)
+    return getattr(module, entry.recipe), getattr(module, entry.task)
+
+
+def build_task(recipe):
+    """The recipe's Task, built from a copy that `resolve` completed with what its training data decides."""
+    from dlcvkit.config import resolve
+
+    task_cls = task_classes(recipe.task)[1]
+    return task_cls(resolve(recipe, lambda: task_cls.open_train(recipe)))
 
 
 # Keys that may change when a run is resumed without changing what it computes.
@@ -56,10 +81,14 @@ def resolve_recipe(recipe_cls, recipe: Path | None, resume: Path | None, overrid
     return wanted
 
 
-def run_training(task_cls, recipe_cls, *, recipe: Path | None, data: str | None, val: str | None,
-                 out: Path | None, overrides: list[str] | None, max_steps: int, resume: Path | None) -> dict:
-    """Resolve the recipe, build the task and run the engine; returns `fit`'s summary."""
+def run_training(name: str, *, recipe: Path | None, data: str | None, val: str | None, out: Path | None,
+                 overrides: list[str] | None, max_steps: int, resume: Path | None) -> dict:
+    """Train task `name`: resolve the recipe, build the task, run the engine and write the run's report (main
+    process); returns `fit`'s summary."""
+    from accelerate import PartialState
+
     from dlcvkit.engine.loop import fit
+    from dlcvkit.report import write_run_report
 
     overrides = list(overrides or [])
     if data is not None:
@@ -73,8 +102,11 @@ def run_training(task_cls, recipe_cls, *, recipe: Path | None, data: str | None,
         raise DlcvkitError("--out RUN_DIR is required: the folder for the run's recipe, logs and checkpoints")
     if max_steps < 0:
         raise DlcvkitError("--max-steps must be >= 0")
-    resolved = resolve_recipe(recipe_cls, recipe, resume, overrides)
-    return fit(task_cls(resolved), Path(run_dir), max_steps=max_steps, resume=resume is not None)
+    resolved = resolve_recipe(task_classes(name)[0], recipe, resume, overrides)
+    summary = fit(build_task(resolved), Path(run_dir), max_steps=max_steps, resume=resume is not None)
+    if PartialState().is_main_process:
+        write_run_report(Path(run_dir))
+    return summary
 
 
 def _toml_string(text: str) -> str:

@@ -16,7 +16,7 @@ from dlcvkit.augment.segment import JointAugment
 from dlcvkit.config import DataConfig, Recipe
 from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, read_mask, write_mask
-from dlcvkit.engine.metrics import Confusion, iou_per_class
+from dlcvkit.engine.metrics import Confusion, iou_per_class, mean_iou
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.segmenters import INPUT_MULTIPLE, build_segmenter
@@ -162,12 +162,10 @@ class SegmentTask(Task):
 def segmentation_metrics(matrix: torch.Tensor) -> dict[str, float]:
     """miou, per-class IoU (`iou_urban`, ...) and pixel accuracy of a 7x7 confusion matrix.
 
-    `miou` is the course's mean over classes 0..5; a class absent from both labels and predictions (0/0, which
-    makes the course's mean NaN) is left out of it, so that a small validation set still ranks checkpoints.
+    `miou` is the course's mean over classes 0..5, a class absent from both labels and predictions left out.
     """
     iou = iou_per_class(matrix, SCORED_CLASSES)
-    present = iou[~iou.isnan()]
-    metrics = {"miou": float(present.mean()) if len(present) else float("nan")}
+    metrics = {"miou": mean_iou(matrix, SCORED_CLASSES, absent="skip")}
     metrics |= {f"iou_{name.lower()}": float(v) for name, v in zip(CLASS_NAMES, iou)}
     metrics["pixel_acc"] = float(matrix.diagonal().sum() / matrix.sum().clamp_min(1))
     return metrics

@@ -1,5 +1,5 @@
-"""Segmentation pictures: a colour overlay with class boundaries (the course's mask viewer) and the grid of
-tracked predictions (image, ground truth, predictions at the early, middle and final epochs)."""
+"""Segmentation pictures: a colour overlay with class boundaries (the course's mask viewer, `dlcvkit viz mask`) and
+the grid of tracked predictions (image, ground truth, predictions at the early, middle and final epochs)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import os
 import torch
 import torch.nn.functional as F
 
-from dlcvkit.data.masks import CLASS_NAMES, PALETTE, classes_to_rgb
+from dlcvkit.data.images import read_image, write_image
+from dlcvkit.data.masks import CLASS_NAMES, PALETTE, classes_to_rgb, read_colour_mask
+from dlcvkit.errors import DlcvkitError
 
 
 def class_boundaries(ids: torch.Tensor, width: int = 1) -> torch.Tensor:
@@ -30,6 +32,23 @@ def overlay(image: torch.Tensor, ids: torch.Tensor, alpha: float = 0.4, width: i
     edge = class_boundaries(ids, width)
     tinted[:, edge] = colours[:, edge]
     return tinted.round().clamp(0, 255).to(torch.uint8)
+
+
+def write_overlay(image: str | os.PathLike, mask: str | os.PathLike, out: str | os.PathLike, alpha: float = 0.4,
+                  width: int = 1, red_as: int | None = None) -> None:
+    """Write `overlay` of an image file and its colour mask file (ground truth or prediction) to `out`."""
+    if not 0 <= alpha <= 1:
+        raise DlcvkitError(f"--alpha {alpha}: use a value in [0, 1]")
+    if width < 0:
+        raise DlcvkitError(f"--width {width}: use 0 or more pixels")
+    picture = read_image(image)
+    ids = read_colour_mask(mask, red_as)
+    if tuple(ids.shape) != tuple(picture.shape[1:]):
+        raise DlcvkitError(
+            f"{image} is {picture.shape[2]}x{picture.shape[1]} but {mask} is {ids.shape[1]}x{ids.shape[0]}; "
+            "they must match"
+        )
+    write_image(out, overlay(picture, ids, alpha, width))
 
 
 def prediction_grid(path: str | os.PathLike, rows: list[tuple[str, torch.Tensor, torch.Tensor]],

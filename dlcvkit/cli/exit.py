@@ -1,0 +1,123 @@
+"""How the command line ends: one line on stderr, naming the process in a multi-process run, and the exit code
+(2 bad input, 130 Ctrl-C, 143 SIGTERM, 1 a lost peer); a process group torn down on the way out."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import threading
+
+from dlcvkit.engine.interrupt import TrainingInterrupted
+from dlcvkit.errors import DlcvkitError
+
+
+def _pop_debug(args: list[str]) -> bool:
+    """Remove every `--debug` before a `--` separator; True if there was one (or DLCVKIT_DEBUG=1)."""
+    end = args.index("--") if "--" in args else len(args)
+    found = "--debug" in args[:end]
+    args[:end] = [a for a in args[:end] if a != "--debug"]
+    return found or os.environ.get("DLCVKIT_DEBUG", "") not in ("", "0")
+
+
+class _Terminated(BaseException):
+    """SIGTERM, as an exception so that the CLI can say why it stops (BaseException: no `except Exception`
+    turns it into something else)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated
+
+
+def run(app, argv: list[str]) -> None:
+    """Run the Typer `app` on `argv`; exit 2 with one line on stderr for bad input."""
+    args = list(argv)
+    debug = _pop_debug(args)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers live
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        app(args=args, prog_name="dlcvkit")  # standalone: Typer itself reports usage errors (exit 2)
+    except DlcvkitError as e:
+        if debug:
+            raise
+        _exit(2, f"error: {_message(e)}")
+    except TrainingInterrupted as e:  # the processes stopped together, after saving
+        _exit(130, str(e), every_process=False, abort=False)
+    except KeyboardInterrupt:
+        _exit(130, "interrupted")
+    except SystemExit as e:
+        if e.code != 130:
+            raise
+        _exit(130, "interrupted")  # Typer's exit for a Ctrl-C outside training (or a second one during it)
+    except _Terminated:
+        why = " (a launcher stops every process when one fails: see the first error above)" if _processes()[1] > 1 \
+            else "; the last checkpoint is kept"
+        _exit(143, f"stopped by SIGTERM{why}")
+    except OSError as e:  # a path that cannot be read or written (permissions, a file where a folder goes, disk full)
+        if debug or e.filename is None:
+            _abort_process_group()
+            raise
+        paths = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+        _exit(2, f"error: {paths}: {e.strerror or e}; check the path and its permissions")
+    except Exception as e:
+        if debug or not _lost_peer(e):
+            _abort_process_group()
+            raise
+        _exit(1, f"error: a collective operation failed ({_first_line(e)}): another process of the run failed or "
+                 "is unreachable; its error is the cause")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _message(error: DlcvkitError) -> str:
+    """The error's message; raised in a DataLoader worker, it arrives wrapped in the worker's traceback, whose
+    last line holds the original message."""
+    text = str(error).strip()
+    marker = f"{DlcvkitError.__module__}.{DlcvkitError.__name__}: "
+    return text.rsplit(marker, 1)[-1] if text.startswith("Caught ") and marker in text else text
+
+
+def _processes() -> tuple[int, int]:
+    """(this process's rank, number of processes), from the launcher's environment."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _lost_peer(error: Exception) -> bool:
+    """Whether `error` is a collective of a multi-process run failing because a peer died or timed out."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or _processes()[1] < 2:
+        return False
+    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and bool(
+        re.search(r"gloo|NCCL|Connection (closed|reset) by peer", str(error))))
+
+
+def _first_line(error: Exception) -> str:
+    """The first sentence of a message, without a C++ source location ("[/path/pair.cc:561] ...")."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return re.split(r"(?<=\.)\s", re.sub(r"^\[[^\]]*:\d+\]\s*", "", text), maxsplit=1)[0].rstrip(".")
+
+
+def _abort_process_group() -> None:
+    """Tear down this process's communicators without waiting for its peers, so that leaving after an error
+    cannot block on a collective they will never complete (torch's abort is experimental and NCCL-only;
+    gloo connections close with the process anyway)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
+        return
+    try:
+        dist.distributed_c10d._abort_process_group()
+    except Exception:  # noqa: BLE001 - best effort on the way out; the launcher stops the others regardless
+        pass
+
+
+def _exit(code: int, message: str, every_process: bool = True, abort: bool = True) -> None:
+    """Print `dlcvkit: MESSAGE` (naming the process in a multi-process run) and exit with `code`."""
+    rank, world = _processes()
+    if every_process or rank == 0:
+        where = f"[process {rank} of {world}] " if world > 1 else ""
+        print(f"dlcvkit: {where}{message}", file=sys.stderr, flush=True)
+    if abort:
+        _abort_process_group()
+    sys.exit(code)
