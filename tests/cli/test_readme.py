@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from dlcvkit.cli import app
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 DOCS = [ROOT / "README.md", ROOT / "launch" / "README.md"]
 
 

@@ -16,8 +16,8 @@ from dlcvkit.data.datasets import P1Folder
 from dlcvkit.models.classifier import build_classifier
 from tests.cli_runner import dlcvkit
 
-SCRIPT = Path(__file__).parent / "scripts" / "eval_shards.py"
-CPU_2PROC = Path(__file__).parents[1] / "launch" / "cpu_2proc.yaml"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "eval_shards.py"
+CPU_2PROC = Path(__file__).parents[2] / "launch" / "cpu_2proc.yaml"
 
 
 @pytest.fixture(scope="module")

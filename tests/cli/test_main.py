@@ -9,7 +9,7 @@ import pytest
 
 from tests.cli_runner import dlcvkit
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.mark.parametrize("cmd", [

@@ -8,7 +8,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from dlcvkit.cli.launch import launch_command
 from dlcvkit.errors import DlcvkitError
 
-LAUNCH = Path(__file__).parents[1] / "launch"
+LAUNCH = Path(__file__).parents[2] / "launch"
 
 
 @pytest.mark.parametrize("name, kind, procs, machines", [

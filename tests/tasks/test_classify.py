@@ -11,7 +11,7 @@ from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.classifier import build_classifier
 from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
 
-RECIPES = Path(__file__).parent.parent / "recipes"
+RECIPES = Path(__file__).parents[2] / "recipes"
 
 
 def _linear_params(*widths: int) -> int:

@@ -169,7 +169,7 @@ def test_predict_cls_on_a_finetune_run(files, table):
     assert [int(p["label"]) for p in predictions] == expected
 
 
-RECIPES = Path(__file__).parent.parent / "recipes"
+RECIPES = Path(__file__).parents[2] / "recipes"
 
 
 @pytest.mark.parametrize("name", ["byol_resnet50_mini", "byol_report", "demo_byol", "finetune_officehome",
