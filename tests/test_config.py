@@ -1,6 +1,8 @@
+from types import SimpleNamespace
+
 import pytest
 
-from dlcvkit.config import Recipe, apply_override, load_recipe, recipe_differences, write_recipe
+from dlcvkit.config import Recipe, apply_override, load_recipe, recipe_differences, resolve, write_recipe
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.tasks.classify import ClassifyRecipe
 
@@ -62,3 +64,21 @@ def test_written_recipe_round_trips(tmp_path):
 
 def test_base_recipe_accepts_any_task(tmp_path):
     assert load_recipe(_write(tmp_path, 'task = "whatever"\n'), Recipe).task == "whatever"
+
+
+def test_resolve_takes_num_classes_from_the_training_data_into_a_copy():
+    recipe = ClassifyRecipe()
+    resolved = resolve(recipe, lambda: SimpleNamespace(num_classes=5))
+    assert resolved.model.num_classes == 5
+    assert recipe.model.num_classes == 0  # the recipe given is left as it was
+
+
+def test_resolve_opens_no_data_when_the_recipe_decides_everything():
+    recipe = ClassifyRecipe()
+    recipe.model.num_classes = 3
+
+    def must_not_open():
+        raise AssertionError("the training data was opened")
+
+    assert resolve(recipe, must_not_open) is recipe
+    assert resolve(Recipe(), must_not_open) == Recipe()  # no model section at all

@@ -1,4 +1,5 @@
-"""1 process vs 2 (real gloo process groups through `accelerate launch`): the same metrics and the same training."""
+"""1 process vs 2 (real gloo process groups through `accelerate launch`): the same metrics and the same training;
+and the device of the commands that run outside the engine."""
 
 import json
 import subprocess
@@ -13,6 +14,8 @@ from safetensors.torch import load_file
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.cli.launch import _free_port
 from dlcvkit.data.datasets import P1Folder
+from dlcvkit.engine.distributed import pick_device
+from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.classifier import build_classifier
 from tests.cli_runner import dlcvkit
 
@@ -75,3 +78,13 @@ def test_two_process_training_equals_one_process_on_the_same_global_batch(data, 
     for key in one:
         if one[key].is_floating_point():
             torch.testing.assert_close(two[key], one[key], rtol=1e-3, atol=1e-4)
+
+
+def test_pick_device_names_the_option_for_a_bad_or_an_absent_device():
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DlcvkitError, match="--device gpu0: expected auto, cpu, cuda or cuda:N"):
+        pick_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DlcvkitError, match="--device cuda: no GPU is visible; use --device cpu"):
+            pick_device("cuda")

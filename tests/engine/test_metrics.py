@@ -54,3 +54,22 @@ def test_counts_are_summed_over_the_set_not_averaged_per_image():
     c.update(torch.tensor([0]), torch.tensor([0]))
     c.update(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 0]))
     assert iou_per_class(c.matrix, 1)[0].item() == pytest.approx(2 / 4)
+
+
+def test_mean_iou_absent_policy_nan_as_the_course_or_skip_the_absent_classes():
+    # the first test's pixels: IoU 1/3, 2/3, 1/2, 0 for classes 0..3, classes 4 and 5 in neither labels nor predictions
+    c = Confusion(7)
+    c.update(torch.tensor([0, 1, 1, 1, 0, 6, 2, 2]), torch.tensor([0, 0, 1, 1, 6, 6, 2, 3]))
+    assert math.isnan(mean_iou(c.matrix, absent="nan"))
+    assert mean_iou(c.matrix, absent="skip") == pytest.approx((1 / 3 + 2 / 3 + 1 / 2 + 0) / 4)
+    assert math.isnan(mean_iou(torch.zeros(7, 7, dtype=torch.int64), absent="skip"))  # nothing left to average
+
+
+def test_training_and_eval_seg_share_the_mean_iou():
+    from dlcvkit.data.scoring import iou_report
+    from dlcvkit.tasks.segment import segmentation_metrics
+
+    c = Confusion(7)
+    c.update(torch.tensor([0, 1, 1, 1, 0, 6, 2, 2]), torch.tensor([0, 0, 1, 1, 6, 6, 2, 3]))
+    assert segmentation_metrics(c.matrix)["miou"] == mean_iou(c.matrix, absent="skip")
+    assert iou_report(c.matrix, "skip")[1]["mean_iou"] == mean_iou(c.matrix, absent="skip")
