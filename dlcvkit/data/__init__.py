@@ -1,5 +1,6 @@
 """Data: readers for each course layout (`datasets`), image decoding and resizing (`images`), the land-cover mask
-colours (`masks`), and seeded synthetic data sets in every layout (`synth`, behind `dlcvkit data synth`).
+colours and the one mask reader (`masks`), the course's scoring of mask files (`scoring`), seeded synthetic data
+sets in every layout (`synth`, behind `dlcvkit data synth`) and scikit-learn's digits in the P1 layout (`digits`).
 
 Readers decode and resize to uint8 tensors in DataLoader workers; augmentation happens later, on the device.
 """

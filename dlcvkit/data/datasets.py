@@ -1,4 +1,4 @@
-"""Map-style datasets for the course layouts (DESIGN.md §2).
+"""Map-style datasets for the course layouts: P1 folders, Office-Home CSVs, image folders, P2 satellite pairs.
 
 Each lists and validates its files once in `__init__` (sorted, deterministic) and raises DlcvkitError naming
 the folder or file when the layout is wrong. `__getitem__` runs in DataLoader workers: it decodes and resizes

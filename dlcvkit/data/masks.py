@@ -1,4 +1,4 @@
-"""The course's land-cover mask colours (DESIGN.md §3): RGB colour masks <-> class-id maps `h w`.
+"""The course's land-cover mask colours: RGB colour masks <-> class-id maps `h w`, and the mask file readers.
 
 The course's reader thresholds each channel at 128 and reads the three bits as a code `4 R + 2 G + B`; every
 code but red (4) names one class. Red is left undefined there; here it is an error unless `red_as` maps it.

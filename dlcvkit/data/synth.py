@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import reduce
 from PIL import Image, ImageDraw
 
 from dlcvkit.data.images import write_image
@@ -145,8 +146,8 @@ def render_object(rng: np.random.Generator, label: int, size: int) -> torch.Tens
     coords = (np.arange(canvas) + 0.5) / ss
     on = _pattern(pattern, coords, period, phase)
     part = np.where(inside, np.where(on, 1, 2), 0)  # 0 background, 1 pattern colour, 2 second fill colour
-    colours = np.stack([background, first, second])[part]  # (h ss) (w ss) c
-    img = colours.reshape(size, ss, size, ss, 3).mean(axis=(1, 3))
+    colours = np.stack([background, first, second])[part]
+    img = reduce(colours, "(h sh) (w sw) c -> h w c", "mean", sh=ss, sw=ss)  # each ss x ss block to one pixel
 
     # background gradient in a random direction and mild pixel noise: nuisance, not signal
     direction = rng.uniform(0, 2 * math.pi)

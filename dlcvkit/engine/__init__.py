@@ -1,4 +1,6 @@
-"""The shared engine: the training loop (`loop.fit`), LR schedules, EMA, metrics, samplers, checkpoints, run logs.
+"""The shared engine: the training loop (`loop.fit`) and what it needs: LR schedules, EMA, metrics, samplers,
+loaders, checkpoints, weight files, run logs, the Accelerator and the device (`distributed`).
 
-Every task runs the same loop; what differs between jobs lives in `dlcvkit.tasks`.
+Every task runs the same loop, plugged in through `task.Task`; what differs between jobs lives in
+`dlcvkit.tasks`. The engine imports nothing from tasks/, runs/, cli/ or the report.
 """

@@ -1,1 +1,2 @@
-"""Pictures: t-SNE/PCA embeddings, segmentation mask overlays and grids, training curves (matplotlib)."""
+"""Pictures: t-SNE/PCA embeddings, segmentation mask overlays and grids, confusion matrices, training curves
+(matplotlib)."""

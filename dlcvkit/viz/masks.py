@@ -7,6 +7,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from dlcvkit.data.images import read_image, write_image
 from dlcvkit.data.masks import CLASS_NAMES, PALETTE, classes_to_rgb, read_colour_mask
@@ -65,7 +66,7 @@ def prediction_grid(path: str | os.PathLike, rows: list[tuple[str, torch.Tensor,
         pictures = [(name, image), ("ground truth", classes_to_rgb(truth))]
         pictures += [(title, classes_to_rgb(masks[r])) for title, masks in predictions]
         for ax, (title, picture) in zip(axes[r], pictures):
-            ax.imshow(picture.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+            ax.imshow(rearrange(picture, "c h w -> h w c").cpu().numpy(), interpolation="nearest")
             ax.set_title(title, fontsize=9)
             ax.set_axis_off()
     handles = [Patch(facecolor=(PALETTE[i] / 255).tolist(), edgecolor="grey", label=name)
