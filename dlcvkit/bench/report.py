@@ -84,4 +84,3 @@ def write_json(path: Path, records: list[dict], info: dict) -> None:
     """The records as a JSON list, each with the machine it was measured on."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([r | {"machine": info} for r in records], indent=1) + "\n")
-

@@ -23,7 +23,9 @@ class Method(str, Enum):
 
 
 RunsOpt = Annotated[list[Path], typer.Option("--run", help="Run folder; repeat for an ensemble (mean of softmax).")]
-LabelledOpt = Annotated[Path, typer.Option("--data", help="Labelled images: P1 folder, ImageFolder, or folder + --csv.")]
+LabelledOpt = Annotated[
+    Path, typer.Option("--data", help="Labelled images: P1 folder, ImageFolder, or folder + --csv.")
+]
 CsvOpt = Annotated[
     Optional[Path], typer.Option("--csv", help="Images CSV (id,filename,label) naming the files of the folder.")
 ]

@@ -71,4 +71,3 @@ def predict_runs(runs: list[Path], images: Path, out: Path, *, csv: Path | None 
                 writer.writerows((dataset.ids[i], name, labels[i]) for i, name in enumerate(dataset.names))
     accelerator.wait_for_everyone()
     return len(pairs) if accelerator.is_main_process else None
-

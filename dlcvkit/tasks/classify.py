@@ -122,4 +122,3 @@ class ClassifyTask(Task):
             confusion.update(classifier_logits(model, batch["image"]).argmax(dim=1), batch["label"])
         matrix = confusion.reduce(ctx.accelerator)
         return {"acc": accuracy(matrix), "per_class_acc": per_class_accuracy(matrix).tolist()}
-

@@ -20,7 +20,8 @@ class Entry(NamedTuple):
 
 TASKS = {
     "classify": Entry("dlcvkit.tasks.classify", "ClassifyRecipe", "ClassifyTask",
-                      "Train a classifier: any timm backbone, recipe-defined head (P1 folder, ImageFolder or CSV data)."),
+                      "Train a classifier: any timm backbone, recipe-defined head (P1 folder, ImageFolder or CSV "
+                      "data)."),
     "segment": Entry("dlcvkit.tasks.segment", "SegmentRecipe", "SegmentTask",
                      "Train a segmenter (FCN32s/16s/8s or DeepLabv3 on a timm encoder) on xxxx_sat.jpg + "
                      "xxxx_mask.png folders."),

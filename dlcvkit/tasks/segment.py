@@ -189,4 +189,3 @@ def predict_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: 
     if tuple(probs.shape[-2:]) != size:
         probs = F.interpolate(probs, size, mode="bilinear", align_corners=False)
     return probs.argmax(dim=1)
-
