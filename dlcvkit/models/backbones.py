@@ -9,7 +9,7 @@ from pathlib import Path
 import timm
 from torch import nn
 
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.errors import DlcvkitError, closest
 
 HUB = "hub"  # `pretrained = "hub"`: let timm download the weights (needs a network)
 
@@ -19,7 +19,7 @@ def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
     (.safetensors / .pth / .pt; torchvision-format state dicts are converted by timm's checkpoint filters),
     or "hub". Every failure becomes a one-line DlcvkitError saying how to fix it."""
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
-        close = timm.list_models(f"*{name.split('.')[0][:4]}*")[:8]
+        close = closest(name.split(".")[0], timm.list_models())
         raise DlcvkitError(f"unknown timm model '{name}'" + (f"; similar: {', '.join(close)}" if close else ""))
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
