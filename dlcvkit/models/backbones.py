@@ -9,6 +9,7 @@ from pathlib import Path
 import timm
 from torch import nn
 
+from dlcvkit.engine.weights import read_state_dict
 from dlcvkit.errors import DlcvkitError, closest
 
 HUB = "hub"  # `pretrained = "hub"`: let timm download the weights (needs a network)
@@ -40,6 +41,7 @@ def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
     path = Path(pretrained)
     if not path.is_file():
         raise DlcvkitError(f"pretrained weights file {path} does not exist (model.pretrained)")
+    read_state_dict(path)  # refuses what is unsafe to unpickle or inf/nan, naming the file; timm then loads it
     try:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     except Exception as e:  # noqa: BLE001 - torch.load / load_state_dict raise RuntimeError, pickle errors, ...
