@@ -145,8 +145,8 @@ def from_dict(cls: type, raw: dict, where: str, prefix: str = "") -> Any:
         if key not in hints:
             section = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
             raise DlcvkitError(
-                f"{where}: unknown recipe key '{prefix}{key}'{did_you_mean(key, names, prefix)}; valid keys in {section}: "
-                f"{', '.join(names)}"
+                f"{where}: unknown recipe key '{prefix}{key}'{did_you_mean(key, names, prefix)}; "
+                f"valid keys in {section}: {', '.join(names)}"
             )
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", where)
     return cls(**kwargs)
@@ -181,7 +181,8 @@ def _check_key(node: Any, name: str, prefix: str, where: str) -> None:
         section = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
         valid = ", ".join(f"{prefix}{n}" for n in names)
         raise DlcvkitError(
-            f"{where}: unknown recipe key '{prefix}{name}'{did_you_mean(name, names, prefix)}; valid keys in {section}: {valid}"
+            f"{where}: unknown recipe key '{prefix}{name}'{did_you_mean(name, names, prefix)}; "
+            f"valid keys in {section}: {valid}"
         )
 
 
