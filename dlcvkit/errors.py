@@ -11,6 +11,12 @@ class DlcvkitError(Exception):
     """A problem with the user's input (file, option, recipe) that the message explains."""
 
 
+def first_line(error: Exception) -> str:
+    """The first line of an exception's message (libraries' messages run over many lines), else its type."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def closest(name: str, names: Iterable[str], n: int = 8) -> list[str]:
     """The `n` names most similar to a misspelt `name`, most similar first (none that are not similar)."""
     return difflib.get_close_matches(name, list(names), n=n, cutoff=0.6)

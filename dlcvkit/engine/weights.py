@@ -11,7 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.errors import DlcvkitError, first_line
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -50,9 +50,8 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for unsafe or broken pickles
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DlcvkitError(
-            f"weights file {path} cannot be loaded safely (weights_only=True): {first}; "
+            f"weights file {path} cannot be loaded safely (weights_only=True): {first_line(e)}; "
             "save a state_dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
         ) from None
     for key in ("state_dict", "model", "module"):

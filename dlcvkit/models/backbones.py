@@ -10,7 +10,7 @@ import timm
 from torch import nn
 
 from dlcvkit.engine.weights import read_state_dict
-from dlcvkit.errors import DlcvkitError, closest
+from dlcvkit.errors import DlcvkitError, closest, first_line
 
 HUB = "hub"  # `pretrained = "hub"`: let timm download the weights (needs a network)
 
@@ -35,7 +35,7 @@ def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
             return timm.create_model(name, pretrained=True, **kwargs)
         except Exception as e:  # noqa: BLE001 - hub, network and cache errors come in many types
             raise DlcvkitError(
-                f"could not get pretrained weights for '{name}' from the hub ({_first_line(e)}); offline, download "
+                f"could not get pretrained weights for '{name}' from the hub ({first_line(e)}); offline, download "
                 f"them elsewhere and pass the local file: --set model.pretrained=/path/to/{name}.safetensors (or .pth)"
             ) from None
     path = Path(pretrained)
@@ -45,7 +45,7 @@ def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     except Exception as e:  # noqa: BLE001 - torch.load / load_state_dict raise RuntimeError, pickle errors, ...
-        raise DlcvkitError(f"pretrained weights {path} do not load into '{name}': {_first_line(e)}") from None
+        raise DlcvkitError(f"pretrained weights {path} do not load into '{name}': {first_line(e)}") from None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -58,8 +58,3 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
