@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import tomli_w
 
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.errors import DlcvkitError, did_you_mean
 
 
 @dataclass
@@ -145,7 +145,8 @@ def from_dict(cls: type, raw: dict, where: str, prefix: str = "") -> Any:
         if key not in hints:
             section = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
             raise DlcvkitError(
-                f"{where}: unknown recipe key '{prefix}{key}'; valid keys in {section}: {', '.join(names)}"
+                f"{where}: unknown recipe key '{prefix}{key}'{did_you_mean(key, names, prefix)}; "
+                f"valid keys in {section}: {', '.join(names)}"
             )
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", where)
     return cls(**kwargs)
@@ -179,7 +180,10 @@ def _check_key(node: Any, name: str, prefix: str, where: str) -> None:
     if name not in names:
         section = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
         valid = ", ".join(f"{prefix}{n}" for n in names)
-        raise DlcvkitError(f"{where}: unknown recipe key '{prefix}{name}'; valid keys in {section}: {valid}")
+        raise DlcvkitError(
+            f"{where}: unknown recipe key '{prefix}{name}'{did_you_mean(name, names, prefix)}; "
+            f"valid keys in {section}: {valid}"
+        )
 
 
 def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:

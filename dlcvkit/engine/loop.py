@@ -25,7 +25,7 @@ from dlcvkit.engine.runlog import RunLog
 from dlcvkit.engine.sampling import TrainBatches
 from dlcvkit.engine.schedule import lr_factor, set_lr
 from dlcvkit.engine.task import RunContext, Task
-from dlcvkit.engine.weights import save_weights
+from dlcvkit.engine.weights import non_finite_key, save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.report import write_run_report
 
@@ -134,6 +134,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
                 batches = None
             eval_due = epoch_done and train.eval_every > 0 and ctx.epoch % train.eval_every == 0
             if val_loader is not None and (eval_due or step == stop):
+                _check_finite(net, ema_model, step, run_dir)  # a diverged model is neither evaluated nor kept
                 metrics = _evaluate(task, net, ema_model, val_loader, ctx, log)
                 _keep_best(task, accelerator, net, metrics, state, step, run_dir)
             if epoch_done:
@@ -141,7 +142,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
             if epoch_done or step == stop or (train.ckpt_every and step % train.ckpt_every == 0) or stopping:
                 # never save a diverged model; the flush may also be where the processes agree to stop
                 stopping = log.flush(step, ctx.epoch, optimizer.param_groups[0]["lr"], extra, interrupt.requested)
-                _check_finite(net, step, run_dir)
+                _check_finite(net, ema_model, step, run_dir)
                 state.update(step=step, epoch=ctx.epoch)
                 save_checkpoint(accelerator, run_dir, state, train.keep_last, extra_models)
             if stopping and step < stop:
@@ -194,15 +195,16 @@ def _keep_best(task: Task, accelerator, net: nn.Module, metrics: dict, state: di
         save_weights(net.state_dict(), run_dir / "best.safetensors", {"step": str(step), task.best_metric: str(value)})
 
 
-def _check_finite(net: nn.Module, step: int, run_dir: Path) -> None:
-    """Refuse to checkpoint non-finite weights: an update can make them inf/nan while the loss that led to it
-    was still finite, and the next checkpoint would then overwrite a good one. One host sync per checkpoint."""
-    params = [p.detach() for p in net.parameters()]
-    if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
-        raise DlcvkitError(
-            f"the model's weights became inf/nan at step {step}; {kept_checkpoint(run_dir)} "
-            "(lower optim.lr, set train.clip_grad_norm, or check the data)"
-        )
+def _check_finite(net: nn.Module, ema_model: nn.Module | None, step: int, run_dir: Path) -> None:
+    """Refuse to evaluate or checkpoint non-finite weights (BatchNorm statistics included): an update can make
+    them inf/nan while the loss that led to it was still finite (and the loss is read only every log step), and
+    the evaluation would then keep them as best or the checkpoint overwrite a good one. One host sync per model."""
+    for name, model in (("model", net), ("model EMA", ema_model)):
+        if model is not None and (key := non_finite_key(model.state_dict())) is not None:
+            raise DlcvkitError(
+                f"the {name}'s weights became inf/nan at step {step} (first in '{key}'); {kept_checkpoint(run_dir)} "
+                "(lower optim.lr, set train.clip_grad_norm, or check the data)"
+            )
 
 
 def _format(metrics: dict) -> str:

@@ -11,7 +11,7 @@ from torch import nn
 
 from dlcvkit.config import Recipe, load_recipe
 from dlcvkit.engine.weights import load_weights, read_state_dict
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.errors import DlcvkitError, did_you_mean
 
 # task name -> (module, recipe class, task class); imported lazily so the CLI starts fast
 TASKS = {
@@ -25,7 +25,7 @@ TASKS = {
 def task_classes(name: str) -> tuple[type, type]:
     """(recipe class, task class) of a task name."""
     if name not in TASKS:
-        raise DlcvkitError(f"unknown task '{name}'; known tasks: {', '.join(sorted(TASKS))}")
+        raise DlcvkitError(f"unknown task '{name}'{did_you_mean(name, TASKS)}; known tasks: {', '.join(sorted(TASKS))}")
     module, recipe_cls, task_cls = TASKS[name]
     mod = importlib.import_module(module)
     return getattr(mod, recipe_cls), getattr(mod, task_cls)
