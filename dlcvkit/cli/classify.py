@@ -14,6 +14,7 @@ from dlcvkit.cli.common import (
     DataOpt,
     MaxStepsOpt,
     OutOpt,
+    PredictSkipBadOpt,
     RecipeOpt,
     ResumeOpt,
     SetOpt,
@@ -131,19 +132,29 @@ def predict_cls(
     weights: WeightsOpt = Weights.best,
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = 2,
+    skip_bad: PredictSkipBadOpt = False,
 ) -> None:
-    """Predict a class for every image, in the course's CSV format (one run or an ensemble)."""
+    """Predict a class for every image, in the course's CSV format (one run or an ensemble).
+
+    Images of any size are read at the run's `data.img_size`."""
     import csv as csv_module
 
     from accelerate.utils import gather_object
 
-    from dlcvkit.data.datasets import LabeledCsv, UnlabeledFolder
+    from dlcvkit.data.datasets import LabeledCsv, UnlabeledFolder, drop_unreadable, incomplete_output
     from dlcvkit.tasks.classify import ensemble_prediction, member_probabilities
 
     accelerator, members = _members(run, weights)
+    skipped: list[Path] = []
+    total = 0
 
     def open_images(size: int):
-        return UnlabeledFolder(images, size) if csv is None else LabeledCsv(csv, images, size)
+        nonlocal skipped, total
+        dataset = UnlabeledFolder(images, size) if csv is None else LabeledCsv(csv, images, size)
+        total = len(dataset)
+        if skip_bad:
+            skipped = drop_unreadable(dataset, f"--skip-bad {images}", workers)
+        return dataset
 
     indices, probs, dataset = member_probabilities(members, open_images, accelerator, batch_size, workers)
     pairs = list(zip(indices.tolist(), ensemble_prediction(probs).tolist()))
@@ -161,6 +172,8 @@ def predict_cls(
                 writer.writerows((dataset.ids[i], name, labels[i]) for i, name in enumerate(dataset.names))
         typer.echo(f"wrote {len(labels)} predictions to {out}")
     accelerator.wait_for_everyone()
+    if skipped:
+        raise incomplete_output(skipped, total, f"predictions are in {out}")
 
 
 def tsne(

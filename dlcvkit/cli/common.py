@@ -29,6 +29,10 @@ SkipBadOpt = Annotated[
     bool, typer.Option("--skip-bad", help="Leave out images that cannot be decoded (all are decoded once first; "
                                           "how many were left out is printed).")
 ]
+PredictSkipBadOpt = Annotated[
+    bool, typer.Option("--skip-bad", help="Predict every image that decodes (all are decoded once first) and name "
+                                          "the others at the end, with exit code 2: the output is incomplete.")
+]
 
 # Keys that may change when a run is resumed without changing what it computes.
 RESUME_SAFE_KEYS = (

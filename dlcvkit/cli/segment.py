@@ -14,6 +14,7 @@ from dlcvkit.cli.common import (
     DataOpt,
     MaxStepsOpt,
     OutOpt,
+    PredictSkipBadOpt,
     RecipeOpt,
     ResumeOpt,
     SetOpt,
@@ -30,6 +31,19 @@ WorkersOpt = Annotated[int, typer.Option("--workers", help="Decoding processes (
 TtaOpt = Annotated[bool, typer.Option("--tta", help="Average the softmax over the image and its h/v flips.")]
 RedOpt = Annotated[
     Optional[int], typer.Option("--red-as", help="Read red (255,0,0) mask pixels as this class id (default: error).")
+]
+
+
+class MaskFormat(str, Enum):
+    colour = "colour"
+    index = "index"
+
+
+MaskFormatOpt = Annotated[
+    Optional[MaskFormat],
+    typer.Option("--mask-format", help="How the masks store classes: 'colour' (the course's RGB colours) or 'index' "
+                                       "(8-bit grey class ids 0..6). Default: colour (with --run: the run's "
+                                       "data.mask_format)."),
 ]
 
 
@@ -85,6 +99,7 @@ def eval_seg(
         Optional[Path], typer.Option("--json", help="Also write the numbers to this JSON file.")
     ] = None,
     skip_bad: SkipBadOpt = False,
+    mask_format: MaskFormatOpt = None,
 ) -> None:
     """The course's mean IoU: classes 0..5, pixels counted over the whole set, Unknown pixels not ignored.
 
@@ -102,13 +117,13 @@ def eval_seg(
             raise DlcvkitError("eval seg: --pred and --labels go together")
         if skip_bad:
             raise DlcvkitError("eval seg: --skip-bad goes with --run and --data; every mask file is scored")
-        matrix, _ = confusion_of_mask_files(pred, labels, red_as)
+        matrix, _ = confusion_of_mask_files(pred, labels, red_as, _format(mask_format) or "colour")
         main = True
     else:
         if None in model:
             raise DlcvkitError("eval seg: --run and --data go together")
         matrix, main = evaluate_run(run, data, weights=weights, batch_size=batch_size, num_workers=workers,
-                                    red_as=red_as, tta=tta, skip_bad=skip_bad)
+                                    red_as=red_as, tta=tta, skip_bad=skip_bad, mask_format=_format(mask_format))
     if not main:
         return
     text, numbers, notes = iou_report(matrix, absent.value)
@@ -128,13 +143,17 @@ def predict_seg(
     batch_size: BatchOpt = 0,
     workers: WorkersOpt = -1,
     tta: TtaOpt = False,
+    skip_bad: PredictSkipBadOpt = False,
 ) -> None:
-    """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg."""
+    """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg.
+
+    Images of several sizes are batched by size; each mask has its image's size."""
     from dlcvkit.tasks.segment import predict_run
 
     if run is None or images is None or out is None:
         raise DlcvkitError("predict seg needs --run RUN_DIR --images DIR --out DIR")
-    written = predict_run(run, images, out, weights=weights, batch_size=batch_size, num_workers=workers, tta=tta)
+    written = predict_run(run, images, out, weights=weights, batch_size=batch_size, num_workers=workers, tta=tta,
+                          skip_bad=skip_bad)
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 
@@ -145,10 +164,11 @@ def viz_mask(
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the class colours inside regions.")] = 0.4,
     width: Annotated[int, typer.Option("--width", help="Boundary half-width in pixels.")] = 1,
     red_as: RedOpt = None,
+    mask_format: MaskFormatOpt = None,
 ) -> None:
     """The image tinted with its mask's class colours, class boundaries drawn (the course's mask viewer)."""
     from dlcvkit.data.images import read_image, write_image
-    from dlcvkit.tasks.segment import read_colour_mask
+    from dlcvkit.data.masks import read_mask
     from dlcvkit.viz.masks import overlay
 
     if not 0 <= alpha <= 1:
@@ -156,10 +176,14 @@ def viz_mask(
     if width < 0:
         raise DlcvkitError(f"--width {width}: use 0 or more pixels")
     picture = read_image(image)
-    ids = read_colour_mask(mask, red_as)
+    ids = read_mask(mask, red_as, _format(mask_format) or "colour")
     if tuple(ids.shape) != tuple(picture.shape[1:]):
         raise DlcvkitError(
             f"{image} is {picture.shape[2]}x{picture.shape[1]} but {mask} is {ids.shape[1]}x{ids.shape[0]}; "
             "they must match"
         )
     write_image(out, overlay(picture, ids, alpha, width))
+
+
+def _format(mask_format: MaskFormat | None) -> str | None:
+    return None if mask_format is None else mask_format.value

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file, write_jpeg, write_png
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
@@ -44,18 +45,32 @@ def _reason(error: Exception) -> str:
     return message
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Decode a JPEG or PNG file into a uint8 RGB tensor `3 h w` (grey and RGBA files are converted)."""
+def read_image(path: str | os.PathLike, grey: bool = False) -> torch.Tensor:
+    """Decode a JPEG or PNG file into a uint8 RGB tensor `3 h w` (grey, palette and RGBA files are converted),
+    or with `grey` a `1 h w` one (an 8-bit greyscale file keeps its values: class-index masks)."""
     if not os.path.isfile(path):
         raise DlcvkitError(f"cannot decode image {path}: no such file; check the path or remove it from the list")
     try:
         with _torchvision_io():
-            img = decode_image(read_file(os.fspath(path)), mode=ImageReadMode.RGB)
+            img = decode_image(read_file(os.fspath(path)), mode=ImageReadMode.GRAY if grey else ImageReadMode.RGB)
     except Exception as e:  # torchvision reports every decoding failure as a RuntimeError with a C++ location
         raise DlcvkitError(f"cannot decode image {path}: {_reason(e)}; remove or replace it") from e
     if img.dtype != torch.uint8:  # 16-bit PNG
         img = F.to_dtype(img, torch.uint8, scale=True)
     return img
+
+
+def image_header(path: str | os.PathLike) -> tuple[tuple[int, int], str]:
+    """((width, height), PIL mode) of an image file, from its header alone: nothing is decoded, so a whole data
+    set can be checked before a run starts."""
+    try:
+        with Image.open(path) as img:
+            return img.size, img.mode
+    except FileNotFoundError:
+        raise DlcvkitError(f"cannot decode image {path}: no such file; check the path or remove it from the list") \
+            from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL's ways of saying "not an image"
+        raise DlcvkitError(f"cannot decode image {path}: {_reason(e)}; remove or replace it") from None
 
 
 def _hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 from accelerate.utils import send_to_device, set_seed
 from torch import nn
+from torch.utils.data import Dataset
 
 from dlcvkit.config import write_recipe
-from dlcvkit.data.datasets import skip_unreadable
+from dlcvkit.data.datasets import FileDataset, skip_unreadable
 from dlcvkit.engine.checkpoint import kept_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dlcvkit.engine.distributed import convert_sync_batchnorm, make_accelerator, use_deterministic_kernels
 from dlcvkit.engine.ema import EMA
@@ -39,7 +40,18 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
         use_deterministic_kernels()
     elif accelerator.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    check_run_dir(run_dir, resume)
+    if resume:  # only read: a folder without a run to resume says so before anything else
+        check_run_dir(run_dir, resume)
+    train_set, val_set, notes = _open_data(task)  # before a new run's folder exists: bad input leaves none behind
+    sampler = TrainBatches(
+        len(train_set), recipe.data.batch_size, accelerator.process_index, accelerator.num_processes, train.seed
+    )
+    accum = train.grad_accum
+    steps_per_epoch = sampler.batches_per_epoch // accum
+    if steps_per_epoch == 0:
+        raise DlcvkitError(f"train.grad_accum={accum} is more than the {sampler.batches_per_epoch} batches per epoch")
+    if not resume:
+        check_run_dir(run_dir, resume)
     accelerator.wait_for_everyone()  # every process checked the folder before the first file is written
 
     set_seed(train.seed)  # the same initial weights on every process
@@ -50,20 +62,8 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
         model = model.to(memory_format=torch.channels_last)
     set_seed(train.seed, device_specific=True)  # then each process draws its own augmentations
 
-    train_set, val_set = task.train_dataset(), task.val_dataset()
-    notes = []
-    if recipe.data.skip_bad:  # checked by every process alike, so they all keep the same samples
-        notes = [skip_unreadable(dataset, f"{key} (data.skip_bad)", recipe.data.num_workers)
-                 for key, dataset in (("data.train", train_set), ("data.val", val_set)) if dataset is not None]
-    sampler = TrainBatches(
-        len(train_set), recipe.data.batch_size, accelerator.process_index, accelerator.num_processes, train.seed
-    )
     loader = make_train_loader(train_set, sampler, recipe.data.num_workers, accelerator.device)
     val_loader = make_eval_loader(val_set, recipe.data, accelerator) if val_set is not None else None
-    accum = train.grad_accum
-    steps_per_epoch = sampler.batches_per_epoch // accum
-    if steps_per_epoch == 0:
-        raise DlcvkitError(f"train.grad_accum={accum} is more than the {sampler.batches_per_epoch} batches per epoch")
     total_steps = train.epochs * steps_per_epoch
     warmup = recipe.schedule.warmup_steps or round(recipe.schedule.warmup_epochs * steps_per_epoch)
     stop = min(total_steps, max_steps) if max_steps > 0 else total_steps
@@ -161,6 +161,23 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
     accelerator.wait_for_everyone()
     _finish_trackers(accelerator)
     return {"step": step, "metrics": metrics, "best": state["best"]}
+
+
+def _open_data(task: Task) -> tuple[Dataset, Dataset | None, list[str]]:
+    """(training set, validation set, notes): with `data.skip_bad` the samples whose files do not decode are
+    left out (the notes say which); then every file's header is checked (sizes, mask modes), so that a bad
+    input stops the run before its first step. Every process checks alike and keeps the same samples."""
+    data = task.recipe.data
+    datasets = {"data.train": task.train_dataset(), "data.val": task.val_dataset()}
+    notes = []
+    for key, dataset in datasets.items():
+        if dataset is None:
+            continue
+        if data.skip_bad:
+            notes.append(skip_unreadable(dataset, f"{key} (data.skip_bad)", data.num_workers))
+        if isinstance(dataset, FileDataset):
+            dataset.check(data.num_workers)
+    return datasets["data.train"], datasets["data.val"], notes
 
 
 def _finish_trackers(accelerator) -> None:

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from dlcvkit.augment.classify import classification_augment, mixup_cutmix
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.config import DataConfig, Recipe
-from dlcvkit.data.datasets import open_labeled
+from dlcvkit.data.datasets import classes_from_labels, open_labeled
 from dlcvkit.engine.loaders import device_batches, make_eval_loader
 from dlcvkit.engine.metrics import Confusion, accuracy, per_class_accuracy
 from dlcvkit.engine.task import RunContext, Task
@@ -65,7 +65,7 @@ class ClassifyTask(Task):
     def __init__(self, recipe: ClassifyRecipe) -> None:
         super().__init__(recipe)
         if not recipe.model.num_classes:  # resolved into the recipe, so RUN_DIR/recipe.toml rebuilds the model
-            recipe.model.num_classes = self.train_dataset().num_classes
+            recipe.model.num_classes = classes_from_labels(self.train_dataset())
         self.num_classes = recipe.model.num_classes
         aug = recipe.aug
         self._augment = classification_augment(aug.preset, recipe.data.img_size)
@@ -82,15 +82,16 @@ class ClassifyTask(Task):
         if not data.train:
             raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
         if getattr(self, "_train", None) is None:
-            self._train = open_labeled(data.train, size=data.img_size, layout=data.layout,
-                                       num_classes=self.recipe.model.num_classes or None)
+            self._train = _labelled(open_labeled(data.train, size=data.img_size, layout=data.layout,
+                                                 num_classes=self.recipe.model.num_classes or None), "--data")
         return self._train
 
     def val_dataset(self):
         data = self.recipe.data
         if not data.val:
             return None
-        return open_labeled(data.val, size=data.img_size, layout=data.layout, num_classes=self.num_classes)
+        return _labelled(open_labeled(data.val, size=data.img_size, layout=data.layout, num_classes=self.num_classes),
+                         "--val")
 
     def augment(self, batch: dict) -> dict:
         images = normalize(self._augment(to_unit(batch["image"])))
@@ -117,6 +118,13 @@ class ClassifyTask(Task):
             confusion.update(classifier_logits(model, batch["image"]).argmax(dim=1), batch["label"])
         matrix = confusion.reduce(ctx.accelerator)
         return {"acc": accuracy(matrix), "per_class_acc": per_class_accuracy(matrix).tolist()}
+
+
+def _labelled(dataset, option: str):
+    """`dataset`, which training needs with labels (an inference CSV has none)."""
+    if dataset.labels is None:
+        raise DlcvkitError(f"{option}: {dataset.label_source(0)} has no label; training needs id,filename,label rows")
+    return dataset
 
 
 # ------------------------------------------------------------------------------------------------ inference

@@ -14,13 +14,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.augment.segment import JointAugment
 from dlcvkit.config import DataConfig, Recipe
-from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs, skip_unreadable
+from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs, describe_skipped, drop_unreadable, incomplete_output
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, read_mask, write_mask
 from dlcvkit.engine.distributed import make_accelerator
 from dlcvkit.engine.loaders import device_batches, make_eval_loader
@@ -38,6 +37,7 @@ TRACK_DIR = "track"  # RUN_DIR/track/epoch_XXX/NAME_mask.png, and the grid RUN_D
 class SegmentData(DataConfig):
     img_size: int = 512  # a multiple of 32; validation mIoU during training is measured at this size
     red_as: int = -1  # class id for red (255,0,0) mask pixels; -1: red is an error (the course defines no red)
+    mask_format: Literal["colour", "index"] = "colour"  # colour: course colours; index: grey class ids 0..6
 
 
 @dataclass
@@ -99,7 +99,8 @@ class SegmentTask(Task):
         data = self.recipe.data
         if not data.train:
             raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
-        return SatellitePairs(data.train, size=data.img_size, red_as=red_class(data.red_as))
+        return SatellitePairs(data.train, size=data.img_size, red_as=red_class(data.red_as),
+                              mask_format=data.mask_format)
 
     def val_dataset(self) -> SatellitePairs | None:
         data, track = self.recipe.data, self.recipe.viz.track
@@ -107,7 +108,8 @@ class SegmentTask(Task):
             if track:
                 raise DlcvkitError("--track needs validation data: pass --val DIR (or set data.val)")
             return None
-        dataset = SatellitePairs(data.val, size=data.img_size, red_as=red_class(data.red_as))
+        dataset = SatellitePairs(data.val, size=data.img_size, red_as=red_class(data.red_as),
+                                 mask_format=data.mask_format)
         missing = [name for name in track if name not in dataset.names]
         if missing:
             raise DlcvkitError(
@@ -205,23 +207,6 @@ def predict_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: 
 # ------------------------------------------------------------------------------- mask files, the course's rule
 
 MASK_FILE_SUFFIX = ".png"
-_COLOUR_MODES = ("RGB", "RGBA", "P")  # PIL modes that decode to colours; "P" (palette) PNGs are expanded to RGB
-
-
-def read_colour_mask(path: Path, red_as: int | None = None) -> torch.Tensor:
-    """Class ids `h w` of a colour mask file, refusing greyscale ones (a class-index PNG read as colours would
-    silently become all Unknown)."""
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-    except (UnidentifiedImageError, OSError) as e:
-        raise DlcvkitError(f"cannot decode mask {path}: {e}; remove or replace it") from None
-    if mode not in _COLOUR_MODES:
-        raise DlcvkitError(
-            f"mask {path} is a {mode} image, not an RGB colour mask; masks must use the course's colours "
-            "(Urban cyan, Agriculture yellow, ...), as `dlcvkit predict seg` writes them"
-        )
-    return read_mask(path, red_as=red_as)
 
 
 def pair_mask_files(pred_dir: Path, label_dir: Path) -> list[str]:
@@ -245,14 +230,15 @@ def pair_mask_files(pred_dir: Path, label_dir: Path) -> list[str]:
     return sorted(preds)
 
 
-def confusion_of_mask_files(pred_dir: Path, label_dir: Path, red_as: int | None = None) -> tuple[torch.Tensor, int]:
-    """The 7x7 confusion matrix (rows labels, columns predictions) summed over all pixels of all paired masks,
-    and the number of pairs."""
+def confusion_of_mask_files(pred_dir: Path, label_dir: Path, red_as: int | None = None,
+                            mask_format: str = "colour") -> tuple[torch.Tensor, int]:
+    """The 7x7 confusion matrix (rows labels, columns predictions) summed over all pixels of all paired masks
+    (both folders in `mask_format`), and the number of pairs."""
     confusion = Confusion(NUM_CLASSES)
     names = pair_mask_files(pred_dir, label_dir)
     for name in names:
-        pred = read_colour_mask(pred_dir / name, red_as)
-        label = read_colour_mask(label_dir / name, red_as)
+        pred = read_mask(pred_dir / name, red_as, mask_format)
+        label = read_mask(label_dir / name, red_as, mask_format)
         if pred.shape != label.shape:
             raise DlcvkitError(
                 f"{pred_dir / name} is {pred.shape[1]}x{pred.shape[0]} but {label_dir / name} is "
@@ -309,53 +295,37 @@ def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device 
 
 
 def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, batch_size: int, num_workers: int,
-                red_as: int | None, skip_bad: bool = False):
-    """(accelerator, recipe, model, this process's batches) for inference over a P2 folder read at its own size;
-    with `skip_bad`, pairs with a file that does not decode are left out (reported on stderr)."""
+                red_as: int | None, skip_bad: bool = False, mask_format: str | None = None):
+    """(accelerator, recipe, model, this process's batches, skipped files, samples) for inference over a P2
+    folder read at its own size, images of one size per batch; with `skip_bad`, pairs with a file that does not
+    decode are left out (the skipped files, of all samples); masks are in `mask_format` (default: the run's)."""
     accelerator = make_accelerator(run_recipe(run_dir).train)
     recipe, model = load_segment_run(run_dir, weights, accelerator.device)
     red = red_class(recipe.data.red_as) if red_as is None else red_as
-    dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red)
+    dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red,
+                             mask_format=mask_format or recipe.data.mask_format)
     data = replace(
         recipe.data,
         eval_batch_size=batch_size or recipe.data.eval_batch_size or recipe.data.batch_size,
         num_workers=recipe.data.num_workers if num_workers < 0 else num_workers,
     )
-    if skip_bad:
-        note = skip_unreadable(dataset, f"--data {folder} (--skip-bad)", data.num_workers)
-        if accelerator.is_main_process:
-            print(f"dlcvkit: note: {note}", file=sys.stderr)
-    if data.eval_batch_size > 1:
-        _check_one_size(dataset)
-    batches = device_batches(make_eval_loader(dataset, data, accelerator), accelerator.device)
-    return accelerator, recipe, model, batches
-
-
-def _check_one_size(dataset: SatellitePairs) -> None:
-    """Batches stack images, so a folder must hold one image size (read from the file headers only)."""
-    first = None
-    for name in dataset.names:
-        path = dataset.root / f"{name}{SAT_SUFFIX}"
-        try:
-            with Image.open(path) as img:
-                size = img.size
-        except (UnidentifiedImageError, OSError) as e:
-            raise DlcvkitError(f"cannot decode image {path}: {e}; remove or replace it") from None
-        if first is None:
-            first = (path.name, size)
-        elif size != first[1]:
-            raise DlcvkitError(
-                f"{path.name} is {size[0]}x{size[1]} but {first[0]} is {first[1][0]}x{first[1][1]} in "
-                f"{dataset.root}; batches need one size: pass --batch-size 1"
-            )
+    total = len(dataset)
+    skipped = drop_unreadable(dataset, f"--skip-bad {folder}", data.num_workers) if skip_bad else []
+    sizes = dataset.check(data.num_workers)  # stacked in batches of one size
+    batches = device_batches(make_eval_loader(dataset, data, accelerator, sizes), accelerator.device)
+    return accelerator, recipe, model, batches, skipped, total
 
 
 def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_size: int = 0, num_workers: int = -1,
-                 red_as: int | None = None, tta: bool = False, skip_bad: bool = False) -> tuple[torch.Tensor, bool]:
+                 red_as: int | None = None, tta: bool = False, skip_bad: bool = False,
+                 mask_format: str | None = None) -> tuple[torch.Tensor, bool]:
     """The 7x7 confusion matrix of a run's predictions on a P2 folder, at the masks' own size, every image
-    counted once over all processes (identical on 1 and N processes); and whether this is the main process."""
-    accelerator, recipe, model, batches = _run_loader(run_dir, data_dir, True, weights, batch_size, num_workers,
-                                                      red_as, skip_bad)
+    counted once over all processes (identical on 1 and N processes); and whether this is the main process.
+    With `skip_bad` the pairs that do not decode are left out, with a note on stderr."""
+    accelerator, recipe, model, batches, skipped, total = _run_loader(
+        run_dir, data_dir, True, weights, batch_size, num_workers, red_as, skip_bad, mask_format)
+    if skip_bad and accelerator.is_main_process:
+        print(f"dlcvkit: note: --data {data_dir} (--skip-bad): {describe_skipped(skipped, total)}", file=sys.stderr)
     confusion = Confusion(NUM_CLASSES, accelerator.device)
     with accelerator.autocast():
         for batch in batches:
@@ -365,11 +335,13 @@ def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_
 
 
 def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str = "best", batch_size: int = 0,
-                num_workers: int = -1, tta: bool = False) -> int:
+                num_workers: int = -1, tta: bool = False, skip_bad: bool = False) -> int:
     """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg`; returns how many this
-    process wrote (processes share the images under `dlcvkit launch`)."""
-    accelerator, recipe, model, batches = _run_loader(run_dir, images_dir, False, weights, batch_size, num_workers,
-                                                      None)
+    process wrote (processes share the images under `dlcvkit launch`). With `skip_bad` the images that do not
+    decode are left out, and named in the error raised once every other mask is written (the output is
+    incomplete)."""
+    accelerator, recipe, model, batches, skipped, total = _run_loader(
+        run_dir, images_dir, False, weights, batch_size, num_workers, None, skip_bad)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
     with accelerator.autocast():
@@ -379,4 +351,6 @@ def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str 
                 write_mask(out_dir / f"{name}_mask.png", mask)
             written += len(masks)
     accelerator.wait_for_everyone()
+    if skipped:
+        raise incomplete_output(skipped, total, f"masks are in {out_dir}")
     return written
