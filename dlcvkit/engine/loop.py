@@ -20,7 +20,7 @@ from dlcvkit.engine.ema import EMA
 from dlcvkit.engine.interrupt import StopRequest, TrainingInterrupted
 from dlcvkit.engine.loaders import device_batches, make_eval_loader, make_train_loader
 from dlcvkit.engine.optim import build_optimizer
-from dlcvkit.engine.rundir import check_run_dir
+from dlcvkit.engine.rundir import prepare_run_dir
 from dlcvkit.engine.runlog import RunLog
 from dlcvkit.engine.sampling import TrainBatches
 from dlcvkit.engine.schedule import lr_factor, set_lr
@@ -30,17 +30,17 @@ from dlcvkit.errors import DlcvkitError
 from dlcvkit.report import write_run_report
 
 
-def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) -> dict:
-    """Train `task` into `run_dir` (from its latest checkpoint with `resume`); stop after `max_steps` optimizer
-    steps if given, without changing the schedules. Returns {"step", "metrics", "best"}."""
+def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train `task` into `run_dir` (from its latest checkpoint with `resume`; replacing the run there with
+    `overwrite`); stop after `max_steps` optimizer steps if given, without changing the schedules.
+    Returns {"step", "metrics", "best"}."""
     recipe, train, run_dir = task.recipe, task.recipe.train, Path(run_dir)
     accelerator = make_accelerator(train, run_dir)
     if train.deterministic:
         use_deterministic_kernels()
     elif accelerator.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    check_run_dir(run_dir, resume)
-    accelerator.wait_for_everyone()  # every process checked the folder before the first file is written
+    prepare_run_dir(accelerator, run_dir, resume=resume, overwrite=overwrite)
 
     set_seed(train.seed)  # the same initial weights on every process
     model = task.build_model()
