@@ -46,18 +46,18 @@ def prepare_output_dir(path: Path, option: str, overwrite: bool, inputs: Inputs 
     return Path(path)
 
 
-def same_path(a: Path, b: Path) -> bool:
+def _check_not_input(path: Path, option: str, inputs: Inputs | None, kind: str) -> None:
+    for other, given in (inputs or {}).items():
+        if given is not None and _same_path(path, Path(given)):
+            raise DlcvkitError(
+                f"{option} {path} is also the input {other} {given}; write to another {kind} (an input is never "
+                "overwritten, not even with --overwrite)"
+            )
+
+
+def _same_path(a: Path, b: Path) -> bool:
     """Whether two paths name the same file or folder (through symbolic links, `..` or hard links)."""
     a, b = Path(a), Path(b)
     if a.exists() and b.exists():
         return os.path.samefile(a, b)
     return a.resolve() == b.resolve()
-
-
-def _check_not_input(path: Path, option: str, inputs: Inputs | None, kind: str) -> None:
-    for other, given in (inputs or {}).items():
-        if given is not None and same_path(path, Path(given)):
-            raise DlcvkitError(
-                f"{option} {path} is also the input {other} {given}; write to another {kind} (an input is never "
-                "overwritten, not even with --overwrite)"
-            )
