@@ -80,10 +80,11 @@ class Demo:
 def run_demo(out: Path, quick: bool = False, max_steps: int = 0) -> Path:
     """Run everything into OUT and write OUT/report.md and OUT/report.html; returns the Markdown path."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise DlcvkitError(f"--out {out} is not empty; the demo writes a fresh folder (choose another or remove it)")
     s = QUICK if quick else FULL
     d = Demo(out, s, max_steps)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DlcvkitError(f"--out {out} is not empty; the demo writes a fresh folder (choose another or remove it)")
+    d.state.wait_for_everyone()  # every process checked the folder before the main one writes into it
     data, runs = d.data, d.runs
 
     d.cli("data: unlabelled images (Mini-ImageNet layout)", "data", "synth", "ssl", "--out", data / "ssl",

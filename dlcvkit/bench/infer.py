@@ -41,7 +41,7 @@ def bench_infer(segmenter: str, backbone: str, *, images: int, img_size: int, ba
     """Records of `predict seg` (contender `dlcvkit`) and of the forward pass alone (`forward`)."""
     image_dir = cache / f"infer_{images}x{img_size}"
     if not (image_dir / ".complete").exists():
-        synth_seg(image_dir, images, img_size, seed=1, force=True)
+        synth_seg(image_dir, images, img_size, seed=1, overwrite=True)
         (image_dir / ".complete").touch()
     work = cache / "infer_run"
     shutil.rmtree(work, ignore_errors=True)
@@ -50,7 +50,7 @@ def bench_infer(segmenter: str, backbone: str, *, images: int, img_size: int, ba
 
     def predict() -> None:
         AcceleratorState._reset_state(reset_partial_state=True)  # predict_run builds its own Accelerator
-        predict_run(run_dir, image_dir, out_dir, batch_size=batch, num_workers=workers)
+        predict_run(run_dir, image_dir, out_dir, batch_size=batch, num_workers=workers, overwrite=True)  # repeats
 
     case = f"seg {segmenter}/{backbone} {img_size}px b{batch} {precision}"
     params = {"task": "seg", "model": f"{segmenter}/{backbone}", "img_size": img_size, "batch": batch,

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlcvkit.bench.suite import FULL, REFERENCES, SMOKE
+from dlcvkit.cli.common import OverwriteOpt
 
 app = typer.Typer(help="Throughput benchmarks on this machine: a table, and JSON records with --json.",
                   no_args_is_help=True)
@@ -49,17 +50,24 @@ def _console():
     return Console(width=None if sys.stdout.isatty() else 150)  # piped or logged: do not squeeze to 80 columns
 
 
-def _start(threads: int, device: str = "auto", cache: Path | None = None):
-    """Set the threads, print the machine; (device, machine info, cache folder)."""
+def _start(threads: int, json_path: Path | None, overwrite: bool, device: str = "auto", cache: Path | None = None):
+    """Check the --json file (before minutes of timing), set the threads, print the machine; (device, machine
+    info, cache folder)."""
     from dlcvkit.bench.report import print_header
     from dlcvkit.bench.timing import machine, pick_device, set_threads
+    from dlcvkit.engine.rundir import check_own_folder, mark_folder
+    from dlcvkit.outputs import check_output_file
 
+    if json_path is not None:
+        check_output_file(json_path, "--json", overwrite)
+    if cache is not None:  # the benchmarks write and delete their own sub-folders there
+        check_own_folder(cache, "--cache")
     set_threads(threads)
     dev = pick_device(device)
     info = machine(dev)
     print_header(_console(), info)
     cache = cache or Path(tempfile.gettempdir()) / "dlcvkit-bench"
-    cache.mkdir(parents=True, exist_ok=True)
+    mark_folder(cache)
     return dev, info, cache
 
 
@@ -96,11 +104,12 @@ def augment(
     threads: ThreadsOpt = 0,
     device: DeviceOpt = "auto",
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """BYOL's two views: kornia on whole batches vs torchvision v2 per sample in DataLoader workers."""
     from dlcvkit.bench.augment import bench_augment
 
-    dev, info, _ = _start(threads, device)
+    dev, info, _ = _start(threads, json_path, overwrite, device)
     contenders = ("kornia", "torchvision") + ("kornia_compiled",) * compile
     records = bench_augment(size, batch, device=dev, repeats=repeats, warmup=warmup, workers=workers,
                             batches_per_repeat=batches_per_repeat, contenders=contenders)
@@ -128,11 +137,12 @@ def train(
     threads: ThreadsOpt = 0,
     cache: CacheOpt = None,
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The engine's training step vs a bare PyTorch loop (overhead in %), and the data wait of a real run."""
     from dlcvkit.bench.train import bench_train
 
-    _, info, cache = _start(threads, cache=cache)
+    _, info, cache = _start(threads, json_path, overwrite, cache=cache)
     records = bench_train(task.value, model, img_size=img_size, batch=batch, cache=cache, segmenter=segmenter,
                           precision=precision.value, channels_last=channels_last, compile=compile,
                           interval=interval, repeats=repeats, warmup=warmup, workers=workers)
@@ -149,11 +159,12 @@ def ema(
     threads: ThreadsOpt = 0,
     device: DeviceOpt = "auto",
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """One EMA update: the engine's EMA vs timm's ModelEmaV3 vs a naive per-tensor loop (results checked)."""
     from dlcvkit.bench.ema import bench_ema
 
-    dev, info, _ = _start(threads, device)
+    dev, info, _ = _start(threads, json_path, overwrite, device)
     _finish(bench_ema(model, tau=tau, device=dev, repeats=repeats, warmup=warmup), info, json_path)
 
 
@@ -171,11 +182,12 @@ def miou(
     device: DeviceOpt = "auto",
     cache: CacheOpt = None,
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Confusion accumulation (7 classes) vs torchmetrics and others (results checked); `eval seg` end to end."""
     from dlcvkit.bench.miou import bench_eval_seg, bench_miou
 
-    dev, info, cache = _start(threads, device, cache)
+    dev, info, cache = _start(threads, json_path, overwrite, device, cache)
     records = bench_miou(batch=batch, size=size, classes=_M["classes"], device=dev, repeats=repeats, warmup=warmup)
     if masks > 0:
         records += bench_eval_seg(cache, masks=masks, size=size, repeats=eval_repeats, warmup=_S["warmup"])
@@ -200,11 +212,12 @@ def infer(
     threads: ThreadsOpt = 0,
     cache: CacheOpt = None,
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """`dlcvkit predict seg` images/s end to end, and the model's forward pass alone."""
     from dlcvkit.bench.infer import bench_infer
 
-    _, info, cache = _start(threads, cache=cache)
+    _, info, cache = _start(threads, json_path, overwrite, cache=cache)
     records = bench_infer(segmenter, model, images=images, img_size=img_size, batch=batch, workers=workers,
                           precision=precision.value, cache=cache, repeats=repeats, warmup=warmup)
     _finish(records, info, json_path)
@@ -218,9 +231,10 @@ def all_(
     device: DeviceOpt = "auto",
     cache: CacheOpt = None,
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Every benchmark at the sizes of dlcvkit.bench.suite (under 10 minutes on a 2-core CPU)."""
     from dlcvkit.bench.suite import run_suite
 
-    dev, info, cache = _start(threads, device, cache)
+    dev, info, cache = _start(threads, json_path, overwrite, device, cache)
     _finish(run_suite(SMOKE if smoke else FULL, dev, cache), info, json_path)

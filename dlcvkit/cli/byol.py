@@ -15,6 +15,7 @@ from dlcvkit.cli.common import (
     DataOpt,
     MaxStepsOpt,
     OutOpt,
+    OverwriteOpt,
     RecipeOpt,
     ResumeOpt,
     SetOpt,
@@ -39,12 +40,13 @@ def byol(
     set_: SetOpt = None,
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Pre-train a backbone with BYOL on a folder of unlabeled images; writes RUN_DIR/backbone.safetensors."""
     from dlcvkit.tasks.byol import ByolRecipe, ByolTask
 
     run_training(ByolTask, ByolRecipe, recipe=recipe, data=data, val=None, out=out, overrides=set_,
-                 max_steps=max_steps, resume=resume)
+                 max_steps=max_steps, resume=resume, overwrite=overwrite)
 
 
 def finetune(
@@ -56,6 +58,7 @@ def finetune(
     set_: SetOpt = None,
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
+    overwrite: OverwriteOpt = False,
     setting: Annotated[Optional[SettingName], typer.Option(
         "--setting", help="A scratch; B/D supervised backbone, full/frozen; C/E BYOL backbone, full/frozen.")] = None,
     backbone: Annotated[Optional[Path], typer.Option(
@@ -90,7 +93,7 @@ def finetune(
         elif backbone is not None:
             raise DlcvkitError("--backbone goes with --setting B–E (or set model.pretrained in the recipe)")
         run_training(FinetuneTask, FinetuneRecipe, recipe=recipe, data=data, val=val, out=out, overrides=overrides,
-                     max_steps=max_steps, resume=resume)
+                     max_steps=max_steps, resume=resume, overwrite=overwrite)
         return
     if setting is not None or backbone is not None or resume is not None:
         raise DlcvkitError("--all-settings runs every setting itself: drop --setting, --backbone and --resume")
@@ -100,32 +103,41 @@ def finetune(
         raise DlcvkitError("--out DIR is required: the settings' runs go to DIR/A ... DIR/E, the table to DIR")
     if val is None:
         raise DlcvkitError("--all-settings reports validation accuracy: pass an Office-Home folder or --val")
-    _all_settings(recipe, data, val, out, overrides, max_steps, supervised, byol_backbone)
+    _all_settings(recipe, data, val, out, overrides, max_steps, supervised, byol_backbone, overwrite)
 
 
 def _all_settings(recipe: Path | None, data: str | None, val: str, out: Path, overrides: list[str], max_steps: int,
-                  supervised: Path, byol_backbone: Path) -> None:
+                  supervised: Path, byol_backbone: Path, overwrite: bool) -> None:
     """Run A–E into OUT/A ... OUT/E; print the table and write it as OUT/settings.csv and OUT/settings.md."""
     from rich.console import Console
     from rich.table import Table
 
+    from dlcvkit.engine.rundir import check_series_dir, mark_folder
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.tasks.finetune import (
         SETTINGS,
+        SETTINGS_TABLE_FILES,
         FinetuneRecipe,
         FinetuneTask,
         setting_overrides,
         write_settings_table,
     )
 
+    main = int(os.environ.get("RANK", "0")) == 0  # one table, written by the main process of a launch
+    check_series_dir(out, SETTINGS, overwrite)  # before any setting trains: none is refused after others ran
+    for name in SETTINGS_TABLE_FILES:
+        check_output_file(out / name, "--out", overwrite)
+    if main:
+        mark_folder(out)
     files = {"": None, "supervised": supervised, "byol": byol_backbone}
     rows = []
     for name, row in SETTINGS.items():
         summary = run_training(FinetuneTask, FinetuneRecipe, recipe=recipe, data=data, val=val, out=out / name,
                                overrides=overrides + setting_overrides(name, files[row.source]), max_steps=max_steps,
-                               resume=None)
+                               resume=None, overwrite=overwrite)
         rows.append({"setting": name, "pretraining": row.pretraining, "finetuning": row.finetuning,
                      "acc": summary["best"] if summary["best"] is not None else summary["metrics"]["acc"]})
-    if int(os.environ.get("RANK", "0")) != 0:  # one table, written by the main process of a launch
+    if not main:
         return
     csv_path, md_path = write_settings_table(rows, out)
     table = Table(title="Office-Home fine-tuning (best validation accuracy)")
@@ -153,6 +165,7 @@ def probe(
     workers: Annotated[int, typer.Option("--workers", help="DataLoader workers.")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation (without --backbone).")] = 0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON.")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Linear-probe and kNN (k = 20, cosine) validation accuracy of a frozen backbone's features."""
     import torch
@@ -160,9 +173,12 @@ def probe(
 
     from dlcvkit.config import DataConfig
     from dlcvkit.data.datasets import open_labeled
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.tasks.finetune import office_home_splits
     from dlcvkit.tasks.probe import backbone_metadata, open_backbone, probe_features
 
+    if json_out is not None:
+        check_output_file(json_out, "--json", overwrite, {"--data": data, "--val": val, "--backbone": backbone})
     if val is None:
         splits = office_home_splits(data)
         if splits is None:

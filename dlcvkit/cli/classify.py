@@ -14,6 +14,7 @@ from dlcvkit.cli.common import (
     DataOpt,
     MaxStepsOpt,
     OutOpt,
+    OverwriteOpt,
     PredictSkipBadOpt,
     RecipeOpt,
     ResumeOpt,
@@ -66,12 +67,13 @@ def classify(
     set_: SetOpt = None,
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a classifier: any timm backbone, recipe-defined head (P1 folder, ImageFolder or CSV data)."""
     from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
 
     run_training(ClassifyTask, ClassifyRecipe, recipe=recipe, data=data, val=val, out=out, overrides=set_,
-                 max_steps=max_steps, resume=resume)
+                 max_steps=max_steps, resume=resume, overwrite=overwrite)
 
 
 def eval_cls(
@@ -87,6 +89,7 @@ def eval_cls(
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = 2,
     skip_bad: SkipBadOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Accuracy and per-class accuracy of a run, or of an ensemble of runs (mean of softmax probabilities).
 
@@ -95,8 +98,12 @@ def eval_cls(
     import sys
 
     from dlcvkit.data.datasets import open_labeled, skip_unreadable
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.tasks.classify import evaluate_members
 
+    for option, path in (("--json", json_out), ("--confusion", confusion)):
+        if path is not None:
+            check_output_file(path, option, overwrite, {"--data": data, "--csv": csv})
     accelerator, members = _members(run, weights)
     classes = members[0].model.head[-1].out_features
 
@@ -133,6 +140,7 @@ def predict_cls(
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = 2,
     skip_bad: PredictSkipBadOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Predict a class for every image, in the course's CSV format (one run or an ensemble).
 
@@ -142,8 +150,10 @@ def predict_cls(
     from accelerate.utils import gather_object
 
     from dlcvkit.data.datasets import LabeledCsv, UnlabeledFolder, drop_unreadable, incomplete_output
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.tasks.classify import ensemble_prediction, member_probabilities
 
+    check_output_file(out, "--out", overwrite, {"--csv": csv, "--images": images})
     accelerator, members = _members(run, weights)
     skipped: list[Path] = []
     total = 0
@@ -192,6 +202,7 @@ def tsne(
     seed: Annotated[int, typer.Option("--seed", help="Seed of t-SNE / PCA.")] = 0,
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = 2,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Picture the features of a trained classifier in 2-D (t-SNE or PCA), coloured by class."""
     import numpy as np
@@ -200,8 +211,10 @@ def tsne(
 
     from dlcvkit.augment.common import normalize, to_unit
     from dlcvkit.data.datasets import open_labeled
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.viz.tsne import plot_embedding
 
+    check_output_file(out, "--out", overwrite, {"--data": data, "--csv": csv})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     member = _load_members([run], weights, device)[0]
     model = member.model

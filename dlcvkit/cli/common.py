@@ -1,4 +1,4 @@
-"""Options every training command shares, and the one function that turns them into a run of the engine."""
+"""Options the commands share, and the one function that turns a training command into a run of the engine."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ MaxStepsOpt = Annotated[
 ]
 ResumeOpt = Annotated[
     Optional[Path], typer.Option("--resume", help="Continue the run in RUN_DIR from its latest checkpoint.")
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace existing outputs: files of the names this command writes (never an "
+                                           "input), or the run in a dlcvkit run folder (only dlcvkit's files).")
 ]
 
 SkipBadOpt = Annotated[
@@ -66,7 +70,8 @@ def resolve_recipe(recipe_cls, recipe: Path | None, resume: Path | None, overrid
 
 
 def run_training(task_cls, recipe_cls, *, recipe: Path | None, data: str | None, val: str | None,
-                 out: Path | None, overrides: list[str] | None, max_steps: int, resume: Path | None) -> dict:
+                 out: Path | None, overrides: list[str] | None, max_steps: int, resume: Path | None,
+                 overwrite: bool = False) -> dict:
     """Resolve the recipe, build the task and run the engine; returns `fit`'s summary."""
     from dlcvkit.engine.loop import fit
 
@@ -83,7 +88,7 @@ def run_training(task_cls, recipe_cls, *, recipe: Path | None, data: str | None,
     if max_steps < 0:
         raise DlcvkitError("--max-steps must be >= 0")
     resolved = resolve_recipe(recipe_cls, recipe, resume, overrides)
-    return fit(task_cls(resolved), Path(run_dir), max_steps=max_steps, resume=resume is not None)
+    return fit(task_cls(resolved), Path(run_dir), max_steps=max_steps, resume=resume is not None, overwrite=overwrite)
 
 
 def _toml_string(text: str) -> str:

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from dlcvkit.cli.common import OverwriteOpt
 from dlcvkit.errors import DlcvkitError
 
 
@@ -37,6 +38,7 @@ def sam(
         "--refine-run", help="A segmentation run (RUN_DIR): paint each SAM region with its majority class.")] = None,
     weights: Annotated[str, typer.Option("--weights", help="Of --refine-run: 'best' or 'last'.")] = "best",
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: cuda if present).")] = "",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Segment Anything's automatic masks for every xxxx_sat.jpg, one image at a time.
 
@@ -53,12 +55,15 @@ def sam(
 
     from dlcvkit.data.datasets import SatellitePairs
     from dlcvkit.models.sam import load_sam, where_to_get_checkpoints
+    from dlcvkit.outputs import check_output_dir
     from dlcvkit.tasks.sam_refine import REFINED_DIR, SEGMENTER_DIR, load_segmenter, make_generator, sam_image
 
     if checkpoint is None:
         raise DlcvkitError(f"dlcvkit sam needs a local Segment Anything checkpoint: {where_to_get_checkpoints()}")
     if images is None or out is None:
         raise DlcvkitError("dlcvkit sam needs --checkpoint PATH --images DIR --out DIR")
+    check_output_dir(out, "--out", overwrite, {"--images": images, "--refine-run": refine_run,
+                                               "--checkpoint": checkpoint})
     dataset = SatellitePairs(images, with_masks=False)
     try:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -14,6 +14,7 @@ from dlcvkit.cli.common import (
     DataOpt,
     MaxStepsOpt,
     OutOpt,
+    OverwriteOpt,
     PredictSkipBadOpt,
     RecipeOpt,
     ResumeOpt,
@@ -60,6 +61,7 @@ def segment(
     set_: SetOpt = None,
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
+    overwrite: OverwriteOpt = False,
     track: Annotated[
         Optional[str],
         typer.Option("--track", help="Validation images to predict after every epoch, e.g. 0008,0097,0107 "
@@ -74,7 +76,7 @@ def segment(
         names = [n.strip() for n in track.split(",") if n.strip()]
         overrides.append(f"viz.track={json.dumps(names)}")
     run_training(SegmentTask, SegmentRecipe, recipe=recipe, data=data, val=val, out=out, overrides=overrides,
-                 max_steps=max_steps, resume=resume)
+                 max_steps=max_steps, resume=resume, overwrite=overwrite)
 
 
 def eval_seg(
@@ -100,6 +102,7 @@ def eval_seg(
     ] = None,
     skip_bad: SkipBadOpt = False,
     mask_format: MaskFormatOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The course's mean IoU: classes 0..5, pixels counted over the whole set, Unknown pixels not ignored.
 
@@ -107,11 +110,15 @@ def eval_seg(
 
     Or --run RUN_DIR --data DIR: a trained model, also under `dlcvkit launch` (the same digits on N processes).
     """
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.tasks.segment import confusion_of_mask_files, evaluate_run, iou_report
 
     files, model = (pred, labels), (run, data)
     if any(v is not None for v in files) == any(v is not None for v in model):
         raise DlcvkitError("eval seg: pass either --pred DIR --labels DIR, or --run RUN_DIR --data DIR")
+    if json_path is not None:
+        check_output_file(json_path, "--json", overwrite, {"--pred": pred, "--labels": labels, "--run": run,
+                                                           "--data": data})
     if any(v is not None for v in files):
         if None in files:
             raise DlcvkitError("eval seg: --pred and --labels go together")
@@ -144,6 +151,7 @@ def predict_seg(
     workers: WorkersOpt = -1,
     tta: TtaOpt = False,
     skip_bad: PredictSkipBadOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg.
 
@@ -153,7 +161,7 @@ def predict_seg(
     if run is None or images is None or out is None:
         raise DlcvkitError("predict seg needs --run RUN_DIR --images DIR --out DIR")
     written = predict_run(run, images, out, weights=weights, batch_size=batch_size, num_workers=workers, tta=tta,
-                          skip_bad=skip_bad)
+                          skip_bad=skip_bad, overwrite=overwrite)
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 
@@ -165,12 +173,15 @@ def viz_mask(
     width: Annotated[int, typer.Option("--width", help="Boundary half-width in pixels.")] = 1,
     red_as: RedOpt = None,
     mask_format: MaskFormatOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The image tinted with its mask's class colours, class boundaries drawn (the course's mask viewer)."""
     from dlcvkit.data.images import read_image, write_image
     from dlcvkit.data.masks import read_mask
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.viz.masks import overlay
 
+    check_output_file(out, "--out", overwrite, {"--image": image, "--mask": mask})
     if not 0 <= alpha <= 1:
         raise DlcvkitError(f"--alpha {alpha}: use a value in [0, 1]")
     if width < 0:

@@ -21,7 +21,7 @@ from dlcvkit.engine.ema import EMA
 from dlcvkit.engine.interrupt import StopRequest, TrainingInterrupted
 from dlcvkit.engine.loaders import device_batches, make_eval_loader, make_train_loader
 from dlcvkit.engine.optim import build_optimizer
-from dlcvkit.engine.rundir import check_run_dir
+from dlcvkit.engine.rundir import prepare_run_dir
 from dlcvkit.engine.runlog import RunLog
 from dlcvkit.engine.sampling import TrainBatches
 from dlcvkit.engine.schedule import lr_factor, set_lr
@@ -31,9 +31,10 @@ from dlcvkit.errors import DlcvkitError
 from dlcvkit.report import write_run_report
 
 
-def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) -> dict:
-    """Train `task` into `run_dir` (from its latest checkpoint with `resume`); stop after `max_steps` optimizer
-    steps if given, without changing the schedules. Returns {"step", "metrics", "best"}."""
+def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train `task` into `run_dir` (from its latest checkpoint with `resume`; replacing the run there with
+    `overwrite`); stop after `max_steps` optimizer steps if given, without changing the schedules.
+    Returns {"step", "metrics", "best"}."""
     recipe, train, run_dir = task.recipe, task.recipe.train, Path(run_dir)
     accelerator = make_accelerator(train, run_dir)
     if train.deterministic:
@@ -41,7 +42,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
     elif accelerator.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if resume:  # only read: a folder without a run to resume says so before anything else
-        check_run_dir(run_dir, resume)
+        prepare_run_dir(accelerator, run_dir, resume=True, overwrite=overwrite)
     train_set, val_set, notes = _open_data(task)  # before a new run's folder exists: bad input leaves none behind
     sampler = TrainBatches(
         len(train_set), recipe.data.batch_size, accelerator.process_index, accelerator.num_processes, train.seed
@@ -51,8 +52,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
     if steps_per_epoch == 0:
         raise DlcvkitError(f"train.grad_accum={accum} is more than the {sampler.batches_per_epoch} batches per epoch")
     if not resume:
-        check_run_dir(run_dir, resume)
-    accelerator.wait_for_everyone()  # every process checked the folder before the first file is written
+        prepare_run_dir(accelerator, run_dir, resume=False, overwrite=overwrite)
 
     set_seed(train.seed)  # the same initial weights on every process
     model = task.build_model()

@@ -35,6 +35,7 @@ SETTINGS = {
     "D": Setting("w/ labels (supervised backbone)", "frozen backbone, classifier only", "supervised", True),
     "E": Setting("w/o labels (our BYOL backbone)", "frozen backbone, classifier only", "byol", True),
 }
+SETTINGS_TABLE_FILES = ("settings.csv", "settings.md")  # beside the settings' run folders OUT/A ... OUT/E
 
 
 @dataclass
@@ -116,7 +117,7 @@ class FinetuneTask(ClassifyTask):
 def write_settings_table(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
     """The A–E table (setting, pre-training, fine-tuning, validation accuracy) as settings.csv and settings.md."""
     header = ["setting", "pre-training", "fine-tuning", "validation accuracy"]
-    csv_path, md_path = out_dir / "settings.csv", out_dir / "settings.md"
+    csv_path, md_path = (out_dir / name for name in SETTINGS_TABLE_FILES)
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)

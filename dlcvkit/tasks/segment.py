@@ -27,6 +27,7 @@ from dlcvkit.engine.metrics import Confusion, iou_per_class
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.segmenters import INPUT_MULTIPLE, build_segmenter
+from dlcvkit.outputs import check_output_dir
 from dlcvkit.tasks.registry import load_run, run_recipe
 from dlcvkit.viz.masks import prediction_grid
 
@@ -335,13 +336,15 @@ def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_
 
 
 def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str = "best", batch_size: int = 0,
-                num_workers: int = -1, tta: bool = False, skip_bad: bool = False) -> int:
+                num_workers: int = -1, tta: bool = False, skip_bad: bool = False, overwrite: bool = False) -> int:
     """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg`; returns how many this
-    process wrote (processes share the images under `dlcvkit launch`). With `skip_bad` the images that do not
-    decode are left out, and named in the error raised once every other mask is written (the output is
-    incomplete)."""
+    process wrote (processes share the images under `dlcvkit launch`). OUT_DIR must be new or empty, or
+    `overwrite`; never the images' folder. With `skip_bad` the images that do not decode are left out, and named
+    in the error raised once every other mask is written (the output is incomplete)."""
+    check_output_dir(out_dir, "--out", overwrite, {"--images": images_dir, "--run": run_dir})
     accelerator, recipe, model, batches, skipped, total = _run_loader(
         run_dir, images_dir, False, weights, batch_size, num_workers, None, skip_bad)
+    accelerator.wait_for_everyone()  # every process checked OUT_DIR before any writes into it
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
     with accelerator.autocast():
