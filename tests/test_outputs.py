@@ -67,6 +67,7 @@ def world(tmp_path_factory):
     dlcvkit("classify", "-r", root / "cls.toml", "--data", root / "cls", "--val", root / "cls", "--out", root / "run")
     recipe = SegmentRecipe()
     recipe.model.name, recipe.model.backbone, recipe.model.fcn_width, recipe.data.img_size = "fcn8s", "test_resnet", 8, 32
+    recipe.data.batch_size, recipe.data.num_workers = 2, 0  # the data are checked before the run folder
     (root / "seg_run").mkdir()
     write_recipe(recipe, root / "seg_run" / "recipe.toml")
     save_weights(SegmentTask(recipe).build_model().state_dict(), root / "seg_run" / "model.safetensors")
