@@ -47,12 +47,21 @@ def prepare_output_dir(path: Path, option: str, overwrite: bool, inputs: Inputs 
 
 
 def _check_not_input(path: Path, option: str, inputs: Inputs | None, kind: str) -> None:
+    """An input, or a file already inside an input folder (a ground-truth mask, an image), is never an output."""
     for other, given in (inputs or {}).items():
-        if given is not None and _same_path(path, Path(given)):
+        if given is None:
+            continue
+        inside = kind == "file" and path.exists() and Path(given).is_dir() and _within(path, Path(given))
+        if inside or _same_path(path, Path(given)):
+            where = "a file of the input folder" if inside else "also the input"
             raise DlcvkitError(
-                f"{option} {path} is also the input {other} {given}; write to another {kind} (an input is never "
+                f"{option} {path} is {where} {other} {given}; write to another {kind} (an input is never "
                 "overwritten, not even with --overwrite)"
             )
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _same_path(a: Path, b: Path) -> bool:

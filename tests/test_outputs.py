@@ -313,3 +313,20 @@ def test_bench_refuses_its_outputs_before_timing_anything(tmp_path, capsys):
              "--json")
     _refused(dlcvkit_here(capsys, "bench", "miou", "--cache", tmp_path / "cache"), tmp_path / "cache", "--cache")
     assert _hashes(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["eval seg", "predict cls"])
+def test_a_file_inside_an_input_folder_is_never_replaced(world, tmp_path, capsys, command):
+    """An output naming a file that already lies in an input folder (a ground-truth mask, an image) is refused
+    even with --overwrite: it is one of the inputs."""
+    data = tmp_path / "data"
+    shutil.copytree(world / ("seg" if command == "eval seg" else "cls"), data)
+    target = sorted(data.glob("*.png"))[0]
+    before = _hashes(data)
+    if command == "eval seg":
+        args = ["eval", "seg", "--pred", data, "--labels", data, "--json", target, "--overwrite"]
+    else:
+        args = ["predict", "cls", "--run", world / "run", "--images", data, "--out", target, "--overwrite"]
+    line = _refused(dlcvkit_here(capsys, *args), target, "a file of the input folder")
+    assert "never overwritten" in line
+    assert _hashes(data) == before
