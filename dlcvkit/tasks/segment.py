@@ -311,9 +311,16 @@ def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device 
 def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, batch_size: int, num_workers: int,
                 red_as: int | None, skip_bad: bool = False):
     """(accelerator, recipe, model, this process's batches) for inference over a P2 folder read at its own size;
-    with `skip_bad`, pairs with a file that does not decode are left out (reported on stderr)."""
-    accelerator = make_accelerator(run_recipe(run_dir).train)
-    recipe, model = load_segment_run(run_dir, weights, accelerator.device)
+    with `skip_bad`, pairs with a file that does not decode are left out (reported on stderr). `run_dir` may
+    also be a model file from `dlcvkit export`, run by onnxruntime on the CPU."""
+    if Path(run_dir).is_file():
+        from dlcvkit.runs.export import onnx_run
+
+        recipe, model = onnx_run(run_dir, "segment")
+        accelerator = make_accelerator(recipe.train)
+    else:
+        accelerator = make_accelerator(run_recipe(run_dir).train)
+        recipe, model = load_segment_run(run_dir, weights, accelerator.device)
     red = red_class(recipe.data.red_as) if red_as is None else red_as
     dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red)
     data = replace(
@@ -366,8 +373,8 @@ def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_
 
 def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str = "best", batch_size: int = 0,
                 num_workers: int = -1, tta: bool = False) -> int:
-    """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg`; returns how many this
-    process wrote (processes share the images under `dlcvkit launch`)."""
+    """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg` with a run's model (or
+    its ONNX export); returns how many this process wrote (processes share the images under `dlcvkit launch`)."""
     accelerator, recipe, model, batches = _run_loader(run_dir, images_dir, False, weights, batch_size, num_workers,
                                                       None)
     out_dir.mkdir(parents=True, exist_ok=True)
