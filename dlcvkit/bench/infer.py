@@ -1,6 +1,6 @@
 """Segmentation inference, images/s: `dlcvkit predict seg` end to end (read the JPEGs, predict, write the
 course's colour masks), the model's forward pass alone on the same images already in memory, and (fp32, with
-onnxruntime installed) `predict seg --onnx` end to end on the model's ONNX export, for a run folder holding an
+the `[onnx]` extra) `predict seg --onnx` end to end on the model's ONNX export, for a run folder holding an
 untrained model of the chosen architecture (the speed does not depend on the weights).
 """
 
@@ -74,7 +74,7 @@ def bench_infer(segmenter: str, backbone: str, *, images: int, img_size: int, ba
 
     records.append(record(BENCH, case, "forward", measure(forward, items=images, repeats=repeats, warmup=warmup,
                                                           device=device), **params))
-    if precision == "fp32" and importlib.util.find_spec("onnxruntime") is not None:
+    if precision == "fp32" and all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript")):
         export_onnx(run_dir, work / "model.onnx")
         timing = measure(lambda: predict(work / "model.onnx"), items=images, repeats=repeats, warmup=warmup,
                          device=torch.device("cpu"))
