@@ -17,6 +17,7 @@ from typing import Any, Literal
 import tomli_w
 
 from dlcvkit.errors import DlcvkitError, did_you_mean
+from dlcvkit.recipes import find as find_recipe
 
 
 @dataclass
@@ -94,8 +95,9 @@ R = typing.TypeVar("R", bound=Recipe)
 
 
 def load_recipe(path: str | Path, cls: type[R], overrides: list[str] = ()) -> R:
-    """Read a TOML recipe into `cls`, apply `key=value` overrides, and check that it is for `cls`'s task."""
-    path = Path(path)
+    """Read a TOML recipe (a file, a run folder, or a shipped recipe's name) into `cls`, apply `key=value`
+    overrides, and check that it is for `cls`'s task."""
+    path = find_recipe(Path(path))
     if path.is_dir():
         path = path / "recipe.toml"
     try:

@@ -198,7 +198,7 @@ def test_bench_infer(tmp_path, cache):
     records = _run(tmp_path, "infer", "--model", TINY, "--images", 2, "--img-size", 64, "--batch", 2, "--workers", 0,
                    "--repeats", 2, "--warmup", 0, "--cache", cache)
     _check_records(records, ["infer"])
-    assert [r["contender"] for r in records] == ["dlcvkit", "forward"]
+    assert [r["contender"] for r in records] == ["dlcvkit", "forward", "onnxruntime"]
 
 
 def test_bench_all_smoke_as_a_user_runs_it(tmp_path):

@@ -71,8 +71,10 @@ def _register() -> None:
     from dlcvkit.cli import bench
 
     app.add_typer(bench.app, name="bench")
-    from dlcvkit.cli import demo, report
+    from dlcvkit.cli import demo, export, recipes, report
 
+    app.add_typer(recipes.app, name="recipes")
+    app.command("export")(export.export)
     app.command("report")(report.report)
     app.command("demo")(demo.demo)
     app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(launch.launch)

@@ -129,9 +129,13 @@ def eval_cls(
 
 
 def predict_cls(
-    run: RunsOpt,
     images: Annotated[Path, typer.Option("--images", help="Folder of the images to classify.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV of predictions.")],
+    run: RunsOpt = None,
+    onnx: Annotated[
+        Optional[Path], typer.Option("--onnx", help="Instead of --run: a model from `dlcvkit export`, run by "
+                                                    "onnxruntime on the CPU.")
+    ] = None,
     csv: Annotated[
         Optional[Path], typer.Option("--csv", help="Images CSV (id,filename[,label]): output id,filename,label "
                                                    "in its row order; without it filename,label sorted by name.")
@@ -142,7 +146,7 @@ def predict_cls(
     skip_bad: PredictSkipBadOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Predict a class for every image, in the course's CSV format (one run or an ensemble).
+    """Predict a class for every image, in the course's CSV format (one run, an ensemble, or an ONNX export).
 
     Images of any size are read at the run's `data.img_size`."""
     import csv as csv_module
@@ -154,7 +158,14 @@ def predict_cls(
     from dlcvkit.tasks.classify import ensemble_prediction, member_probabilities
 
     check_output_file(out, "--out", overwrite, {"--csv": csv, "--images": images})
-    accelerator, members = _members(run, weights)
+    if onnx is None:
+        accelerator, members = _members(run, weights)
+    elif run:
+        raise DlcvkitError("predict cls: pass --run RUN_DIR (one or more) or --onnx MODEL.onnx, not both")
+    else:
+        from dlcvkit.runs.export import onnx_members
+
+        accelerator, members = onnx_members(onnx)
     skipped: list[Path] = []
     total = 0
 

@@ -10,7 +10,8 @@ import typer
 from dlcvkit.errors import DlcvkitError
 
 RecipeOpt = Annotated[
-    Optional[Path], typer.Option("--recipe", "-r", help="Recipe TOML (see recipes/), or a run folder to copy its recipe.")
+    Optional[Path], typer.Option("--recipe", "-r", help="Recipe TOML, a run folder to copy its recipe, or the name of "
+                                                        "a shipped recipe (`dlcvkit recipes` lists them).")
 ]
 DataOpt = Annotated[Optional[str], typer.Option("--data", help="Training data (sets data.train).")]
 ValOpt = Annotated[Optional[str], typer.Option("--val", help="Validation data (sets data.val).")]
@@ -52,7 +53,9 @@ def resolve_recipe(recipe_cls, recipe: Path | None, resume: Path | None, overrid
 
     if resume is None:
         if recipe is None:
-            raise DlcvkitError("--recipe is required for a new run (see the recipes/ folder), or --resume RUN_DIR")
+            raise DlcvkitError(
+                "--recipe is required for a new run (`dlcvkit recipes` lists the shipped ones), or --resume RUN_DIR"
+            )
         return load_recipe(recipe, recipe_cls, overrides)
     saved_path = resume / "recipe.toml"
     if not saved_path.is_file():

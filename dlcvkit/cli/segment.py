@@ -152,16 +152,20 @@ def predict_seg(
     tta: TtaOpt = False,
     skip_bad: PredictSkipBadOpt = False,
     overwrite: OverwriteOpt = False,
+    onnx: Annotated[
+        Optional[Path], typer.Option("--onnx", help="Instead of --run: a model from `dlcvkit export`, run by "
+                                                    "onnxruntime on the CPU (batches of 1 unless --batch-size).")
+    ] = None,
 ) -> None:
     """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg.
 
     Images of several sizes are batched by size; each mask has its image's size."""
     from dlcvkit.tasks.segment import predict_run
 
-    if run is None or images is None or out is None:
-        raise DlcvkitError("predict seg needs --run RUN_DIR --images DIR --out DIR")
-    written = predict_run(run, images, out, weights=weights, batch_size=batch_size, num_workers=workers, tta=tta,
-                          skip_bad=skip_bad, overwrite=overwrite)
+    if (run is None) == (onnx is None) or images is None or out is None:
+        raise DlcvkitError("predict seg needs --run RUN_DIR (or --onnx MODEL.onnx) --images DIR --out DIR")
+    written = predict_run(run or onnx, images, out, weights=weights, batch_size=batch_size, num_workers=workers,
+                          tta=tta, skip_bad=skip_bad, overwrite=overwrite)
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 

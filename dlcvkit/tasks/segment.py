@@ -299,9 +299,16 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
                 red_as: int | None, skip_bad: bool = False, mask_format: str | None = None):
     """(accelerator, recipe, model, this process's batches, skipped files, samples) for inference over a P2
     folder read at its own size, images of one size per batch; with `skip_bad`, pairs with a file that does not
-    decode are left out (the skipped files, of all samples); masks are in `mask_format` (default: the run's)."""
-    accelerator = make_accelerator(run_recipe(run_dir).train)
-    recipe, model = load_segment_run(run_dir, weights, accelerator.device)
+    decode are left out (the skipped files, of all samples); masks are in `mask_format` (default: the run's).
+    `run_dir` may also be a model file from `dlcvkit export`, run by onnxruntime on the CPU."""
+    if Path(run_dir).is_file():
+        from dlcvkit.runs.export import onnx_run
+
+        recipe, model = onnx_run(run_dir, "segment")
+        accelerator = make_accelerator(recipe.train)
+    else:
+        accelerator = make_accelerator(run_recipe(run_dir).train)
+        recipe, model = load_segment_run(run_dir, weights, accelerator.device)
     red = red_class(recipe.data.red_as) if red_as is None else red_as
     dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red,
                              mask_format=mask_format or recipe.data.mask_format)
@@ -337,10 +344,11 @@ def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_
 
 def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str = "best", batch_size: int = 0,
                 num_workers: int = -1, tta: bool = False, skip_bad: bool = False, overwrite: bool = False) -> int:
-    """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg`; returns how many this
-    process wrote (processes share the images under `dlcvkit launch`). OUT_DIR must be new or empty, or
-    `overwrite`; never the images' folder. With `skip_bad` the images that do not decode are left out, and named
-    in the error raised once every other mask is written (the output is incomplete)."""
+    """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg` with a run's model (or
+    its ONNX export); returns how many this process wrote (processes share the images under `dlcvkit launch`).
+    OUT_DIR must be new or empty, or `overwrite`; never the images' folder. With `skip_bad` the images that do not
+    decode are left out, and named in the error raised once every other mask is written (the output is
+    incomplete)."""
     check_output_dir(out_dir, "--out", overwrite, {"--images": images_dir, "--run": run_dir})
     accelerator, recipe, model, batches, skipped, total = _run_loader(
         run_dir, images_dir, False, weights, batch_size, num_workers, None, skip_bad)
