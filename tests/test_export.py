@@ -129,8 +129,8 @@ def test_export_replaces_a_file_only_with_overwrite(seg, capsys, tmp_path, monke
     before = _hashes(tmp_path)
     code, out, err = dlcvkit_here(capsys, "export", "--run", seg / "run", "--out", tmp_path / "model.onnx")
     assert code == 2 and out == "" and "Traceback" not in err
-    assert err == (f"dlcvkit: error: --out {tmp_path / 'model.onnx'} exists; choose another file, or pass "
-                   "--overwrite to replace it\n")
+    assert err == (f"dlcvkit: error: --out {tmp_path / 'model.onnx'} already exists; pass --overwrite to replace "
+                   "it, or choose another file\n")
     assert _hashes(tmp_path) == before
     monkeypatch.setattr(export, "_to_onnx", lambda net, example, task: onnx.load(seg / "model.onnx"))
     assert dlcvkit_here(capsys, "export", "--run", seg / "run", "--out", tmp_path / "model.onnx", "--overwrite")[0] == 0
