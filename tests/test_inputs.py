@@ -299,7 +299,7 @@ def test_real_recipes_state_their_classes(name, classes):
     from pathlib import Path
 
     recipe_cls = FinetuneRecipe if name.startswith("finetune") else ClassifyRecipe
-    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / f"{name}.toml", recipe_cls)
+    recipe = load_recipe(name, recipe_cls)  # the recipe shipped with the package
     assert recipe.model.num_classes == classes
 
 
