@@ -296,7 +296,6 @@ def test_finetune_names_the_csv_line_of_a_wrong_label(office, capsys, split, lab
 @pytest.mark.parametrize("name, classes", [("cls_p1_vgg16bn", 50), ("cls_p1_resnet50", 50),
                                            ("finetune_officehome", 65)])
 def test_real_recipes_state_their_classes(name, classes):
-    from pathlib import Path
 
     recipe_cls = FinetuneRecipe if name.startswith("finetune") else ClassifyRecipe
     recipe = load_recipe(name, recipe_cls)  # the recipe shipped with the package
