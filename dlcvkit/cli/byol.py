@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlcvkit.cli.common import (
+    CacheOpt,
     DataOpt,
     MaxStepsOpt,
     OutOpt,
@@ -20,6 +21,7 @@ from dlcvkit.cli.common import (
     SetOpt,
     ValOpt,
     run_training,
+    with_cache,
 )
 from dlcvkit.errors import DlcvkitError
 
@@ -39,12 +41,13 @@ def byol(
     set_: SetOpt = None,
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
+    cache: CacheOpt = None,
 ) -> None:
     """Pre-train a backbone with BYOL on a folder of unlabeled images; writes RUN_DIR/backbone.safetensors."""
     from dlcvkit.tasks.byol import ByolRecipe, ByolTask
 
-    run_training(ByolTask, ByolRecipe, recipe=recipe, data=data, val=None, out=out, overrides=set_,
-                 max_steps=max_steps, resume=resume)
+    run_training(ByolTask, ByolRecipe, recipe=recipe, data=data, val=None, out=out,
+                 overrides=with_cache(set_, cache), max_steps=max_steps, resume=resume)
 
 
 def finetune(
@@ -56,6 +59,7 @@ def finetune(
     set_: SetOpt = None,
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
+    cache: CacheOpt = None,
     setting: Annotated[Optional[SettingName], typer.Option(
         "--setting", help="A scratch; B/D supervised backbone, full/frozen; C/E BYOL backbone, full/frozen.")] = None,
     backbone: Annotated[Optional[Path], typer.Option(
@@ -79,7 +83,7 @@ def finetune(
 
     if data is not None and val is None and (splits := office_home_splits(data)) is not None:
         data, val = (str(p) for p in splits)
-    overrides = list(set_ or [])
+    overrides = with_cache(set_, cache)
     if tsne_every is not None:
         overrides.append(f"viz.tsne_every={tsne_every}")
     if not all_settings:

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 import typer
 
 from dlcvkit.cli.common import (
+    CacheMode,
+    CacheOpt,
     DataOpt,
     MaxStepsOpt,
     OutOpt,
@@ -20,6 +22,7 @@ from dlcvkit.cli.common import (
     SkipBadOpt,
     ValOpt,
     run_training,
+    with_cache,
 )
 from dlcvkit.errors import DlcvkitError
 
@@ -65,12 +68,13 @@ def classify(
     set_: SetOpt = None,
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
+    cache: CacheOpt = None,
 ) -> None:
     """Train a classifier: any timm backbone, recipe-defined head (P1 folder, ImageFolder or CSV data)."""
     from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
 
-    run_training(ClassifyTask, ClassifyRecipe, recipe=recipe, data=data, val=val, out=out, overrides=set_,
-                 max_steps=max_steps, resume=resume)
+    run_training(ClassifyTask, ClassifyRecipe, recipe=recipe, data=data, val=val, out=out,
+                 overrides=with_cache(set_, cache), max_steps=max_steps, resume=resume)
 
 
 def eval_cls(
@@ -131,19 +135,23 @@ def predict_cls(
     weights: WeightsOpt = Weights.best,
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = 2,
+    cache: CacheOpt = None,
 ) -> None:
     """Predict a class for every image, in the course's CSV format (one run or an ensemble)."""
     import csv as csv_module
 
     from accelerate.utils import gather_object
 
+    from dlcvkit.data.cache import cached_for_inference
     from dlcvkit.data.datasets import LabeledCsv, UnlabeledFolder
     from dlcvkit.tasks.classify import ensemble_prediction, member_probabilities
 
     accelerator, members = _members(run, weights)
 
     def open_images(size: int):
-        return UnlabeledFolder(images, size) if csv is None else LabeledCsv(csv, images, size)
+        dataset = UnlabeledFolder(images, size) if csv is None else LabeledCsv(csv, images, size)
+        return cached_for_inference(dataset, f"--images {images}", (cache or CacheMode.none).value,
+                                    members[0].recipe.data.cache_dir, workers, accelerator)
 
     indices, probs, dataset = member_probabilities(members, open_images, accelerator, batch_size, workers)
     pairs = list(zip(indices.tolist(), ensemble_prediction(probs).tolist()))

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlcvkit.cli.common import (
+    CacheOpt,
     DataOpt,
     MaxStepsOpt,
     OutOpt,
@@ -20,6 +21,7 @@ from dlcvkit.cli.common import (
     SkipBadOpt,
     ValOpt,
     run_training,
+    with_cache,
 )
 from dlcvkit.errors import DlcvkitError
 
@@ -46,6 +48,7 @@ def segment(
     set_: SetOpt = None,
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
+    cache: CacheOpt = None,
     track: Annotated[
         Optional[str],
         typer.Option("--track", help="Validation images to predict after every epoch, e.g. 0008,0097,0107 "
@@ -55,7 +58,7 @@ def segment(
     """Train a segmenter (FCN32s/16s/8s or DeepLabv3 on a timm encoder) on xxxx_sat.jpg + xxxx_mask.png folders."""
     from dlcvkit.tasks.segment import SegmentRecipe, SegmentTask
 
-    overrides = list(set_ or [])
+    overrides = with_cache(set_, cache)
     if track is not None:
         names = [n.strip() for n in track.split(",") if n.strip()]
         overrides.append(f"viz.track={json.dumps(names)}")
@@ -128,13 +131,15 @@ def predict_seg(
     batch_size: BatchOpt = 0,
     workers: WorkersOpt = -1,
     tta: TtaOpt = False,
+    cache: CacheOpt = None,
 ) -> None:
     """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg."""
     from dlcvkit.tasks.segment import predict_run
 
     if run is None or images is None or out is None:
         raise DlcvkitError("predict seg needs --run RUN_DIR --images DIR --out DIR")
-    written = predict_run(run, images, out, weights=weights, batch_size=batch_size, num_workers=workers, tta=tta)
+    written = predict_run(run, images, out, weights=weights, batch_size=batch_size, num_workers=workers, tta=tta,
+                          cache=cache.value if cache else "none")
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 

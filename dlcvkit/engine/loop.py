@@ -13,6 +13,7 @@ from accelerate.utils import send_to_device, set_seed
 from torch import nn
 
 from dlcvkit.config import write_recipe
+from dlcvkit.data.cache import cache_splits
 from dlcvkit.data.datasets import skip_unreadable
 from dlcvkit.engine.checkpoint import kept_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dlcvkit.engine.distributed import convert_sync_batchnorm, make_accelerator, use_deterministic_kernels
@@ -55,6 +56,10 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
     if recipe.data.skip_bad:  # checked by every process alike, so they all keep the same samples
         notes = [skip_unreadable(dataset, f"{key} (data.skip_bad)", recipe.data.num_workers)
                  for key, dataset in (("data.train", train_set), ("data.val", val_set)) if dataset is not None]
+    (train_set, val_set), cache_notes = cache_splits(  # with data.cache: decoded once, then read as slices
+        {"data.train": train_set, "data.val": val_set}, recipe.data.cache, recipe.data.cache_dir,
+        workers=recipe.data.num_workers, accelerator=accelerator)
+    notes += cache_notes
     sampler = TrainBatches(
         len(train_set), recipe.data.batch_size, accelerator.process_index, accelerator.num_processes, train.seed
     )

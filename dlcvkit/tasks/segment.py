@@ -20,6 +20,7 @@ from torch import nn
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.augment.segment import JointAugment
 from dlcvkit.config import DataConfig, Recipe
+from dlcvkit.data.cache import cached_for_inference
 from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs, skip_unreadable
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, read_mask, write_mask
 from dlcvkit.engine.distributed import make_accelerator
@@ -309,9 +310,10 @@ def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device 
 
 
 def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, batch_size: int, num_workers: int,
-                red_as: int | None, skip_bad: bool = False):
+                red_as: int | None, skip_bad: bool = False, cache: str = "none"):
     """(accelerator, recipe, model, this process's batches) for inference over a P2 folder read at its own size;
-    with `skip_bad`, pairs with a file that does not decode are left out (reported on stderr)."""
+    with `skip_bad`, pairs with a file that does not decode are left out (reported on stderr); `cache`: the
+    decoded-image cache (dlcvkit.data.cache)."""
     accelerator = make_accelerator(run_recipe(run_dir).train)
     recipe, model = load_segment_run(run_dir, weights, accelerator.device)
     red = red_class(recipe.data.red_as) if red_as is None else red_as
@@ -327,6 +329,8 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
             print(f"dlcvkit: note: {note}", file=sys.stderr)
     if data.eval_batch_size > 1:
         _check_one_size(dataset)
+    dataset = cached_for_inference(dataset, str(folder), cache, recipe.data.cache_dir, data.num_workers,
+                                   accelerator)
     batches = device_batches(make_eval_loader(dataset, data, accelerator), accelerator.device)
     return accelerator, recipe, model, batches
 
@@ -365,11 +369,11 @@ def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_
 
 
 def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str = "best", batch_size: int = 0,
-                num_workers: int = -1, tta: bool = False) -> int:
+                num_workers: int = -1, tta: bool = False, cache: str = "none") -> int:
     """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg`; returns how many this
     process wrote (processes share the images under `dlcvkit launch`)."""
     accelerator, recipe, model, batches = _run_loader(run_dir, images_dir, False, weights, batch_size, num_workers,
-                                                      None)
+                                                      None, cache=cache)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
     with accelerator.autocast():
