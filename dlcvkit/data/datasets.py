@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from dlcvkit.data.images import IMAGE_SUFFIXES, is_image_file, read_image, resize_image, resize_mask
+from dlcvkit.data.images import IMAGE_SUFFIXES, is_image_file, read_image, read_resized, resize_image, resize_mask
 from dlcvkit.data.masks import read_mask
 from dlcvkit.errors import DlcvkitError
 
@@ -48,8 +48,7 @@ def _image_names(root: Path) -> list[str]:
 
 
 def _load(path: Path, size: Size) -> torch.Tensor:
-    img = read_image(path)
-    return img if size is None else resize_image(img, size)
+    return read_image(path) if size is None else read_resized(path, size)
 
 
 def _check_labels(labels: list[int], names: list[str], num_classes: int | None, where: str) -> int:
