@@ -3,10 +3,11 @@ of the full decode + resize; everything else is decoded exactly as before."""
 
 import pytest
 import torch
+from PIL import Image
 
 from dlcvkit.bench.loader import photo_like
 from dlcvkit.data.datasets import UnlabeledFolder
-from dlcvkit.data.images import _decode_reduced, read_image, read_resized, resize_image, write_image
+from dlcvkit.data.images import _decode_reduced, _jpeg_size, read_image, read_resized, resize_image, write_image
 from dlcvkit.errors import DlcvkitError
 
 # The tolerance, in grey levels, on smooth photo-like images (measured: mean <= 0.27, max <= 2 from 256x256 to
@@ -45,7 +46,22 @@ def test_everything_else_is_decoded_exactly_as_before(tmp_path):
     (tmp_path / "disguised.png").rename(tmp_path / "disguised.jpg")  # a PNG named .jpg
     for name, size in (("big.png", 32), ("near.jpg", 120), ("disguised.jpg", 32)):
         assert _decode_reduced(tmp_path / name, (size, size)) is None
+        assert _jpeg_size(tmp_path / name) == ((200, 300) if name == "near.jpg" else None)
         assert torch.equal(read_resized(tmp_path / name, size), _full(tmp_path / name, size))
+
+
+def test_the_size_is_read_past_exif_and_from_progressive_jpegs(tmp_path):
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker " * 100  # a large APP1 segment before the frame header
+    picture = Image.fromarray(photo_like(5, 300, 500).permute(1, 2, 0).numpy())
+    picture.save(tmp_path / "exif.jpg", quality=90, exif=exif)
+    picture.save(tmp_path / "progressive.jpg", quality=90, progressive=True)
+    for name in ("exif.jpg", "progressive.jpg"):
+        assert _jpeg_size(tmp_path / name) == (300, 500)
+        scaled, full = read_resized(tmp_path / name, 64), _full(tmp_path / name, 64)
+        assert not torch.equal(scaled, full)  # the reduced decode ran
+        assert (scaled.float() - full.float()).abs().mean() <= MEAN_TOLERANCE
+    assert _jpeg_size(tmp_path / "missing.jpg") is None
 
 
 def test_a_grey_jpeg_becomes_three_equal_channels(tmp_path):
