@@ -19,6 +19,7 @@ Contenders (the speed-ups are against `dlcvkit decode`):
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +151,7 @@ def bench_loader(cases: dict[str, dict], cache: Path, *, workers: list[int], rep
             for contender, dataset in datasets.items():
                 loader = DataLoader(dataset, batch_size=spec["batch"], num_workers=count,
                                     persistent_workers=count > 0)
-                timing = measure(lambda: _drain(loader), items=len(dataset), repeats=repeats, warmup=warmup,
+                timing = measure(partial(_drain, loader), items=len(dataset), repeats=repeats, warmup=warmup,
                                  device=torch.device("cpu"))
                 records.append(record(BENCH, label, contender, timing, workers=count, **params))
     return records

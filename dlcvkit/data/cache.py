@@ -175,6 +175,7 @@ def _check(dataset: Dataset, i: int, sample: dict, header: dict, what: str) -> N
 
 
 def _fill_memory(dataset: Dataset, workers: int, what: str, show: bool) -> CachedSamples:
+    """Every sample decoded into shared-memory tensors, made here, before any DataLoader worker starts."""
     header = _layout(dataset[0], len(dataset))
     shm = Path("/dev/shm")  # where torch puts shared memory on Linux; writing past its end kills the process
     if shm.is_dir() and shutil.disk_usage(shm).free < header["bytes"]:
