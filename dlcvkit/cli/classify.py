@@ -11,7 +11,6 @@ from typing import Annotated, Optional
 import typer
 
 from dlcvkit.cli.common import (
-    CacheMode,
     CacheOpt,
     DataOpt,
     MaxStepsOpt,
@@ -150,7 +149,7 @@ def predict_cls(
 
     def open_images(size: int):
         dataset = UnlabeledFolder(images, size) if csv is None else LabeledCsv(csv, images, size)
-        return cached_for_inference(dataset, f"--images {images}", (cache or CacheMode.none).value,
+        return cached_for_inference(dataset, f"--images {images}", cache.value if cache else "none",
                                     members[0].recipe.data.cache_dir, workers, accelerator)
 
     indices, probs, dataset = member_probabilities(members, open_images, accelerator, batch_size, workers)
