@@ -32,6 +32,10 @@ class DataConfig:
     eval_batch_size: int = 0  # per-process evaluation batch (0 = batch_size)
     num_workers: int = 2  # DataLoader workers per process
     skip_bad: bool = False  # decode every image once at the start and leave out those that fail (reported)
+    # decode and resize every sample once, then read slices: "memory" (shared by the loader workers) or "disk"
+    # (kept for later runs and shared by the processes of a run; see dlcvkit.data.cache)
+    cache: Literal["none", "memory", "disk"] = "none"
+    cache_dir: str = ""  # folder of the disk cache ("" = $XDG_CACHE_HOME/dlcvkit/decoded or ~/.cache/...)
 
 
 @dataclass

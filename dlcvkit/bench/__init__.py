@@ -1,2 +1,2 @@
 """Throughput benchmarks behind `dlcvkit bench`: one small module per measurement (augment, train, ema, miou,
-infer), all timed by `timing` (warm-up, repeats, median and spread, device sync) and reported as JSON records."""
+infer, loader), all timed by `timing` (warm-up, repeats, median and spread, device sync) and reported as JSON records."""

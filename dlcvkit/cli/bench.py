@@ -1,4 +1,4 @@
-"""`dlcvkit bench ...`: throughput benchmarks (augment, train, ema, miou, infer, all); a rich table on the
+"""`dlcvkit bench ...`: throughput benchmarks (augment, train, ema, miou, infer, loader, all); a rich table on the
 terminal and, with --json, the records as a JSON list. Defaults are the sizes of `dlcvkit.bench.suite.FULL`."""
 
 from __future__ import annotations
@@ -221,6 +221,22 @@ def infer(
     records = bench_infer(segmenter, model, images=images, img_size=img_size, batch=batch, workers=workers,
                           precision=precision.value, cache=cache, repeats=repeats, warmup=warmup)
     _finish(records, info, json_path)
+
+
+@app.command()
+def loader(
+    quick: Annotated[bool, typer.Option("--quick", help="Small images, few of them, one repeat: checks in seconds "
+                                                        "that everything runs (figures meaningless).")] = False,
+    threads: ThreadsOpt = 0,
+    cache: CacheOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Image files to uint8 batches: torchvision ImageFolder + PIL vs dlcvkit's decode, scaled decode and warm
+    decoded-image cache, with 0 and 2 loader workers (Office-Home-like photos, P2 tiles, Mini-ImageNet)."""
+    from dlcvkit.bench.loader import bench_loader
+
+    _, info, cache = _start(threads, "cpu", cache)
+    _finish(bench_loader(**(SMOKE if quick else FULL)["loader"], cache=cache), info, json_path)
 
 
 @app.command("all")

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlcvkit.cli.common import (
+    CacheOpt,
     DataOpt,
     MaxStepsOpt,
     OutOpt,
@@ -21,6 +22,7 @@ from dlcvkit.cli.common import (
     SetOpt,
     ValOpt,
     run_training,
+    with_cache,
 )
 from dlcvkit.errors import DlcvkitError
 
@@ -41,12 +43,13 @@ def byol(
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = False,
+    cache: CacheOpt = None,
 ) -> None:
     """Pre-train a backbone with BYOL on a folder of unlabeled images; writes RUN_DIR/backbone.safetensors."""
     from dlcvkit.tasks.byol import ByolRecipe, ByolTask
 
-    run_training(ByolTask, ByolRecipe, recipe=recipe, data=data, val=None, out=out, overrides=set_,
-                 max_steps=max_steps, resume=resume, overwrite=overwrite)
+    run_training(ByolTask, ByolRecipe, recipe=recipe, data=data, val=None, out=out,
+                 overrides=with_cache(set_, cache), max_steps=max_steps, resume=resume, overwrite=overwrite)
 
 
 def finetune(
@@ -59,6 +62,7 @@ def finetune(
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = False,
+    cache: CacheOpt = None,
     setting: Annotated[Optional[SettingName], typer.Option(
         "--setting", help="A scratch; B/D supervised backbone, full/frozen; C/E BYOL backbone, full/frozen.")] = None,
     backbone: Annotated[Optional[Path], typer.Option(
@@ -82,7 +86,7 @@ def finetune(
 
     if data is not None and val is None and (splits := office_home_splits(data)) is not None:
         data, val = (str(p) for p in splits)
-    overrides = list(set_ or [])
+    overrides = with_cache(set_, cache)
     if tsne_every is not None:
         overrides.append(f"viz.tsne_every={tsne_every}")
     if not all_settings:

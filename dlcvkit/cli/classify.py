@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlcvkit.cli.common import (
+    CacheOpt,
     DataOpt,
     MaxStepsOpt,
     OutOpt,
@@ -22,6 +23,7 @@ from dlcvkit.cli.common import (
     SkipBadOpt,
     ValOpt,
     run_training,
+    with_cache,
 )
 from dlcvkit.errors import DlcvkitError
 
@@ -68,12 +70,13 @@ def classify(
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = False,
+    cache: CacheOpt = None,
 ) -> None:
     """Train a classifier: any timm backbone, recipe-defined head (P1 folder, ImageFolder or CSV data)."""
     from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
 
-    run_training(ClassifyTask, ClassifyRecipe, recipe=recipe, data=data, val=val, out=out, overrides=set_,
-                 max_steps=max_steps, resume=resume, overwrite=overwrite)
+    run_training(ClassifyTask, ClassifyRecipe, recipe=recipe, data=data, val=val, out=out,
+                 overrides=with_cache(set_, cache), max_steps=max_steps, resume=resume, overwrite=overwrite)
 
 
 def eval_cls(
@@ -145,6 +148,7 @@ def predict_cls(
     workers: WorkersOpt = 2,
     skip_bad: PredictSkipBadOpt = False,
     overwrite: OverwriteOpt = False,
+    cache: CacheOpt = None,
 ) -> None:
     """Predict a class for every image, in the course's CSV format (one run, an ensemble, or an ONNX export).
 
@@ -153,6 +157,7 @@ def predict_cls(
 
     from accelerate.utils import gather_object
 
+    from dlcvkit.data.cache import cached_for_inference
     from dlcvkit.data.datasets import LabeledCsv, UnlabeledFolder, drop_unreadable, incomplete_output
     from dlcvkit.outputs import check_output_file
     from dlcvkit.tasks.classify import ensemble_prediction, member_probabilities
@@ -175,7 +180,8 @@ def predict_cls(
         total = len(dataset)
         if skip_bad:
             skipped = drop_unreadable(dataset, f"--skip-bad {images}", workers)
-        return dataset
+        return cached_for_inference(dataset, f"--images {images}", cache.value if cache else "none",
+                                    members[0].recipe.data.cache_dir, workers, accelerator)
 
     indices, probs, dataset = member_probabilities(members, open_images, accelerator, batch_size, workers)
     pairs = list(zip(indices.tolist(), ensemble_prediction(probs).tolist()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,9 +40,28 @@ PredictSkipBadOpt = Annotated[
                                           "the others at the end, with exit code 2: the output is incomplete.")
 ]
 
+
+class CacheMode(str, Enum):
+    none = "none"
+    memory = "memory"
+    disk = "disk"
+
+
+CacheOpt = Annotated[
+    Optional[CacheMode], typer.Option("--cache", help="Decode every image once (data.cache): memory (shared by the "
+                                                      "loader workers) or disk (also kept for later runs, in the "
+                                                      "recipe's data.cache_dir).")
+]
+
+
+def with_cache(overrides: list[str] | None, cache: CacheMode | None) -> list[str]:
+    """The --set overrides, with --cache as `data.cache` if given."""
+    return list(overrides or []) + ([f"data.cache={cache.value}"] if cache is not None else [])
+
+
 # Keys that may change when a run is resumed without changing what it computes.
 RESUME_SAFE_KEYS = (
-    "data.train", "data.val", "data.num_workers", "data.eval_batch_size",
+    "data.train", "data.val", "data.num_workers", "data.eval_batch_size", "data.cache", "data.cache_dir",
     "train.log_every", "train.ckpt_every", "train.keep_last", "train.tensorboard", "train.eval_every",
 )
 

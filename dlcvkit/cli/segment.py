@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlcvkit.cli.common import (
+    CacheOpt,
     DataOpt,
     MaxStepsOpt,
     OutOpt,
@@ -22,6 +23,7 @@ from dlcvkit.cli.common import (
     SkipBadOpt,
     ValOpt,
     run_training,
+    with_cache,
 )
 from dlcvkit.errors import DlcvkitError
 
@@ -62,6 +64,7 @@ def segment(
     max_steps: MaxStepsOpt = 0,
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = False,
+    cache: CacheOpt = None,
     track: Annotated[
         Optional[str],
         typer.Option("--track", help="Validation images to predict after every epoch, e.g. 0008,0097,0107 "
@@ -71,7 +74,7 @@ def segment(
     """Train a segmenter (FCN32s/16s/8s or DeepLabv3 on a timm encoder) on xxxx_sat.jpg + xxxx_mask.png folders."""
     from dlcvkit.tasks.segment import SegmentRecipe, SegmentTask
 
-    overrides = list(set_ or [])
+    overrides = with_cache(set_, cache)
     if track is not None:
         names = [n.strip() for n in track.split(",") if n.strip()]
         overrides.append(f"viz.track={json.dumps(names)}")
@@ -156,6 +159,7 @@ def predict_seg(
         Optional[Path], typer.Option("--onnx", help="Instead of --run: a model from `dlcvkit export`, run by "
                                                     "onnxruntime on the CPU (batches of 1 unless --batch-size).")
     ] = None,
+    cache: CacheOpt = None,
 ) -> None:
     """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg.
 
@@ -165,7 +169,7 @@ def predict_seg(
     if (run is None) == (onnx is None) or images is None or out is None:
         raise DlcvkitError("predict seg needs --run RUN_DIR (or --onnx MODEL.onnx) --images DIR --out DIR")
     written = predict_run(run or onnx, images, out, weights=weights, batch_size=batch_size, num_workers=workers,
-                          tta=tta, skip_bad=skip_bad, overwrite=overwrite)
+                          tta=tta, skip_bad=skip_bad, overwrite=overwrite, cache=cache.value if cache else "none")
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 

@@ -1,5 +1,6 @@
 """Data: readers for each course layout (`datasets`), image decoding and resizing (`images`), the land-cover mask
-colours (`masks`), and seeded synthetic data sets in every layout (`synth`, behind `dlcvkit data synth`).
+colours (`masks`), seeded synthetic data sets in every layout (`synth`, behind `dlcvkit data synth`), and the
+decoded-image cache that any reader can sit behind (`cache`, `data.cache`).
 
 Readers decode and resize to uint8 tensors in DataLoader workers; augmentation happens later, on the device.
 """

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from dlcvkit.data.images import IMAGE_SUFFIXES, image_header, is_image_file, read_image, resize_image, resize_mask
+from dlcvkit.data.images import (IMAGE_SUFFIXES, image_header, is_image_file, read_image, read_resized, resize_image,
+                                 resize_mask)
 from dlcvkit.data.masks import check_mask_mode, read_mask
 from dlcvkit.errors import DlcvkitError
 
@@ -49,8 +50,7 @@ def _image_names(root: Path) -> list[str]:
 
 
 def _load(path: Path, size: Size) -> torch.Tensor:
-    img = read_image(path)
-    return img if size is None else resize_image(img, size)
+    return read_image(path) if size is None else read_resized(path, size)
 
 
 Header = tuple[tuple[int, int], str]  # ((width, height), PIL mode) of an image file

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dlcvkit.config import write_recipe
+from dlcvkit.data.cache import cache_splits
 from dlcvkit.data.datasets import FileDataset, skip_unreadable
 from dlcvkit.engine.checkpoint import kept_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dlcvkit.engine.distributed import convert_sync_batchnorm, make_accelerator, use_deterministic_kernels
@@ -62,6 +63,10 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
         model = model.to(memory_format=torch.channels_last)
     set_seed(train.seed, device_specific=True)  # then each process draws its own augmentations
 
+    (train_set, val_set), cache_notes = cache_splits(  # with data.cache: decoded once, then read as slices
+        {"data.train": train_set, "data.val": val_set}, recipe.data.cache, recipe.data.cache_dir,
+        workers=recipe.data.num_workers, accelerator=accelerator)
+    notes += cache_notes
     loader = make_train_loader(train_set, sampler, recipe.data.num_workers, accelerator.device)
     val_loader = make_eval_loader(val_set, recipe.data, accelerator) if val_set is not None else None
     total_steps = train.epochs * steps_per_epoch

@@ -19,6 +19,7 @@ from torch import nn
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.augment.segment import JointAugment
 from dlcvkit.config import DataConfig, Recipe
+from dlcvkit.data.cache import cached_for_inference
 from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs, describe_skipped, drop_unreadable, incomplete_output
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, read_mask, write_mask
 from dlcvkit.engine.distributed import make_accelerator
@@ -296,11 +297,12 @@ def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device 
 
 
 def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, batch_size: int, num_workers: int,
-                red_as: int | None, skip_bad: bool = False, mask_format: str | None = None):
+                red_as: int | None, skip_bad: bool = False, mask_format: str | None = None, cache: str = "none"):
     """(accelerator, recipe, model, this process's batches, skipped files, samples) for inference over a P2
     folder read at its own size, images of one size per batch; with `skip_bad`, pairs with a file that does not
-    decode are left out (the skipped files, of all samples); masks are in `mask_format` (default: the run's).
-    `run_dir` may also be a model file from `dlcvkit export`, run by onnxruntime on the CPU."""
+    decode are left out (the skipped files, of all samples); masks are in `mask_format` (default: the run's);
+    `cache`: the decoded-image cache (dlcvkit.data.cache). `run_dir` may also be a model file from
+    `dlcvkit export`, run by onnxruntime on the CPU."""
     if Path(run_dir).is_file():
         from dlcvkit.runs.export import onnx_run
 
@@ -320,6 +322,8 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
     total = len(dataset)
     skipped = drop_unreadable(dataset, f"--skip-bad {folder}", data.num_workers) if skip_bad else []
     sizes = dataset.check(data.num_workers)  # stacked in batches of one size
+    dataset = cached_for_inference(dataset, str(folder), cache, recipe.data.cache_dir, data.num_workers,
+                                   accelerator)
     batches = device_batches(make_eval_loader(dataset, data, accelerator, sizes), accelerator.device)
     return accelerator, recipe, model, batches, skipped, total
 
@@ -343,15 +347,16 @@ def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_
 
 
 def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str = "best", batch_size: int = 0,
-                num_workers: int = -1, tta: bool = False, skip_bad: bool = False, overwrite: bool = False) -> int:
+                num_workers: int = -1, tta: bool = False, skip_bad: bool = False, overwrite: bool = False,
+                cache: str = "none") -> int:
     """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg` with a run's model (or
     its ONNX export); returns how many this process wrote (processes share the images under `dlcvkit launch`).
     OUT_DIR must be new or empty, or `overwrite`; never the images' folder. With `skip_bad` the images that do not
     decode are left out, and named in the error raised once every other mask is written (the output is
-    incomplete)."""
+    incomplete); `cache`: the decoded-image cache (dlcvkit.data.cache)."""
     check_output_dir(out_dir, "--out", overwrite, {"--images": images_dir, "--run": run_dir})
     accelerator, recipe, model, batches, skipped, total = _run_loader(
-        run_dir, images_dir, False, weights, batch_size, num_workers, None, skip_bad)
+        run_dir, images_dir, False, weights, batch_size, num_workers, None, skip_bad, cache=cache)
     accelerator.wait_for_everyone()  # every process checked OUT_DIR before any writes into it
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
