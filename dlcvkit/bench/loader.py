@@ -104,7 +104,7 @@ def synthetic_photos(folder: Path, n: int, height: int, width: int, classes: int
 def synthetic_pairs(folder: Path, n: int, size: int) -> Path:
     """`n` P2 pairs (synthetic land cover), written once."""
     if not (folder / ".complete").exists():
-        synth_seg(folder, n, size, force=True)
+        synth_seg(folder, n, size, overwrite=True)
         (folder / ".complete").touch()
     return folder
 

@@ -230,12 +230,13 @@ def loader(
     threads: ThreadsOpt = 0,
     cache: CacheOpt = None,
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Image files to uint8 batches: torchvision ImageFolder + PIL vs dlcvkit's decode, scaled decode and warm
     decoded-image cache, with 0 and 2 loader workers (Office-Home-like photos, P2 tiles, Mini-ImageNet)."""
     from dlcvkit.bench.loader import bench_loader
 
-    _, info, cache = _start(threads, "cpu", cache)
+    _, info, cache = _start(threads, json_path, overwrite, "cpu", cache)
     _finish(bench_loader(**(SMOKE if quick else FULL)["loader"], cache=cache), info, json_path)
 
 
