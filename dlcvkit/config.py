@@ -16,7 +16,8 @@ from typing import Any, Callable, Literal
 
 import tomli_w
 
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.errors import DlcvkitError, did_you_mean
+from dlcvkit.recipes import find as find_recipe
 
 
 @dataclass
@@ -31,6 +32,10 @@ class DataConfig:
     eval_batch_size: int = 0  # per-process evaluation batch (0 = batch_size)
     num_workers: int = 2  # DataLoader workers per process
     skip_bad: bool = False  # decode every image once at the start and leave out those that fail (reported)
+    # decode and resize every sample once, then read slices: "memory" (shared by the loader workers) or "disk"
+    # (kept for later runs and shared by the processes of a run; see dlcvkit.data.cache)
+    cache: Literal["none", "memory", "disk"] = "none"
+    cache_dir: str = ""  # folder of the disk cache ("" = $XDG_CACHE_HOME/dlcvkit/decoded or ~/.cache/...)
 
 
 @dataclass
@@ -94,8 +99,9 @@ R = typing.TypeVar("R", bound=Recipe)
 
 
 def load_recipe(path: str | Path, cls: type[R], overrides: list[str] = ()) -> R:
-    """Read a TOML recipe into `cls`, apply `key=value` overrides, and check that it is for `cls`'s task."""
-    path = Path(path)
+    """Read a TOML recipe (a file, a run folder, or a shipped recipe's name) into `cls`, apply `key=value`
+    overrides, and check that it is for `cls`'s task."""
+    path = find_recipe(Path(path))
     if path.is_dir():
         path = path / "recipe.toml"
     try:
@@ -145,7 +151,8 @@ def from_dict(cls: type, raw: dict, where: str, prefix: str = "") -> Any:
         if key not in hints:
             section = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
             raise DlcvkitError(
-                f"{where}: unknown recipe key '{prefix}{key}'; valid keys in {section}: {', '.join(names)}"
+                f"{where}: unknown recipe key '{prefix}{key}'{did_you_mean(key, names, prefix)}; "
+                f"valid keys in {section}: {', '.join(names)}"
             )
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", where)
     return cls(**kwargs)
@@ -179,7 +186,10 @@ def _check_key(node: Any, name: str, prefix: str, where: str) -> None:
     if name not in names:
         section = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
         valid = ", ".join(f"{prefix}{n}" for n in names)
-        raise DlcvkitError(f"{where}: unknown recipe key '{prefix}{name}'; valid keys in {section}: {valid}")
+        raise DlcvkitError(
+            f"{where}: unknown recipe key '{prefix}{name}'{did_you_mean(name, names, prefix)}; "
+            f"valid keys in {section}: {valid}"
+        )
 
 
 def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:

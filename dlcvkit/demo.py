@@ -18,9 +18,8 @@ from accelerate import PartialState
 
 from dlcvkit.engine.distributed import pick_device
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.recipes import shipped
 from dlcvkit.report import Block, comparison, write_report
-
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 @dataclass(frozen=True)
@@ -42,15 +41,6 @@ QUICK = Sizes(ssl=2000, office=1000, supervised=2000, seg_train=24, seg_val=9, b
               finetune_epochs=6, seg_epochs=12)
 FULL = Sizes(ssl=5000, office=2500, supervised=2000, seg_train=48, seg_val=17, byol_epochs=15, cls_epochs=8,
              finetune_epochs=6, seg_epochs=30)
-
-
-def recipe(name: str) -> str:
-    """Path of a shipped recipe (the repository's recipes/ folder, next to the package in an editable install)."""
-    path = RECIPES / f"{name}.toml"
-    if not path.is_file():
-        raise DlcvkitError(f"the demo needs {path}: run it from an editable install of the repository "
-                           "(pip install -e .), where recipes/ sits next to the package")
-    return str(path)
 
 
 class Demo:
@@ -81,10 +71,11 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
     """Run everything into OUT with `run_cli(ARGS)` (`dlcvkit ARGS`, raising on failure) and write OUT/report.md
     and OUT/report.html; returns the Markdown path."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise DlcvkitError(f"--out {out} is not empty; the demo writes a fresh folder (choose another or remove it)")
     s = QUICK if quick else FULL
     d = Demo(out, s, max_steps, run_cli)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DlcvkitError(f"--out {out} is not empty; the demo writes a fresh folder (choose another or remove it)")
+    d.state.wait_for_everyone()  # every process checked the folder before the main one writes into it
     data, runs = d.data, d.runs
 
     d.cli("data: unlabelled images (Mini-ImageNet layout)", "data", "synth", "ssl", "--out", data / "ssl",
@@ -101,7 +92,7 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
           main_only=True)
 
     # 1. BYOL pre-training, then linear probe / kNN of its backbone against a random one
-    d.cli("BYOL pre-training", "byol", "-r", recipe("demo_byol"), "--data", data / "ssl", "--out", runs / "byol",
+    d.cli("BYOL pre-training", "byol", "-r", shipped("demo_byol"), "--data", data / "ssl", "--out", runs / "byol",
           "--set", f"train.epochs={s.byol_epochs}", train=True)
     d.cli("probe: BYOL backbone", "eval", "probe", "--data", data / "office",
           "--backbone", runs / "byol" / "backbone.safetensors", "--workers", 0, "--json", out / "probe_byol.json",
@@ -110,16 +101,16 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
           "--img-size", 32, "--workers", 0, "--json", out / "probe_random.json", main_only=True)
 
     # 2. A supervised backbone (standing in for the course's provided one), then fine-tuning settings A–E
-    d.cli("supervised backbone for settings B/D", "classify", "-r", recipe("demo_cls"), "--data",
+    d.cli("supervised backbone for settings B/D", "classify", "-r", shipped("demo_cls"), "--data",
           data / "supervised", "--out", runs / "supervised", "--set", f"train.epochs={s.cls_epochs}", train=True)
-    d.cli("fine-tuning settings A–E", "finetune", "-r", recipe("demo_finetune"), "--all-settings",
+    d.cli("fine-tuning settings A–E", "finetune", "-r", shipped("demo_finetune"), "--all-settings",
           "--data", data / "office", "--out", runs / "finetune",
           "--supervised", runs / "supervised" / "model.safetensors", "--byol", runs / "byol" / "backbone.safetensors",
           "--tsne-every", s.finetune_epochs, "--set", f"train.epochs={s.finetune_epochs}", train=True)
 
     # 3. Segmentation: the FCN32s baseline against FCN8s, tracked masks, the course's evaluation of predictions
     for name in ("fcn32s", "fcn8s"):
-        d.cli(f"segmentation {name}", "segment", "-r", recipe("demo_seg"), "--data", data / "seg_train",
+        d.cli(f"segmentation {name}", "segment", "-r", shipped("demo_seg"), "--data", data / "seg_train",
               "--val", data / "seg_val", "--out", runs / name, "--track", "0000,0004", "--set", f'model.name="{name}"',
               "--set", f"train.epochs={s.seg_epochs}", train=True)
         d.cli(f"predict {name} masks", "predict", "seg", "--run", runs / name, "--images", data / "seg_val",
@@ -128,7 +119,7 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
               "--labels", data / "seg_val", "--absent", "skip", "--json", out / f"miou_{name}.json", main_only=True)
 
     # 4. Classification of real digits, its evaluation, confusion matrix and t-SNE
-    d.cli("classification (digits)", "classify", "-r", recipe("demo_cls"), "--data", data / "digits" / "train",
+    d.cli("classification (digits)", "classify", "-r", shipped("demo_cls"), "--data", data / "digits" / "train",
           "--val", data / "digits" / "val", "--out", runs / "digits", "--set", f"train.epochs={s.cls_epochs}",
           train=True)
     d.cli("evaluate digits", "eval", "cls", "--run", runs / "digits", "--data", data / "digits" / "val",

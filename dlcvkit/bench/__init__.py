@@ -1,3 +1,3 @@
 """Throughput benchmarks behind `dlcvkit bench`: one small module per measurement (augment, train, ema, miou,
-infer), all timed by `timing` (warm-up, repeats, median and spread, device sync) and reported as JSON records;
+infer, loader), all timed by `timing` (warm-up, repeats, median and spread, device sync) and reported as JSON records;
 `session` is what every command does around its measurement."""

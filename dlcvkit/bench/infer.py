@@ -1,10 +1,12 @@
 """Segmentation inference, images/s: `dlcvkit predict seg` end to end (read the JPEGs, predict, write the
-course's colour masks) and the model's forward pass alone on the same images already in memory, for a run
-folder holding an untrained model of the chosen architecture (the speed does not depend on the weights).
+course's colour masks), the model's forward pass alone on the same images already in memory, and (fp32, with
+the `[onnx]` extra) `predict seg --onnx` end to end on the model's ONNX export, for a run folder holding an
+untrained model of the chosen architecture (the speed does not depend on the weights).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from dlcvkit.data.datasets import SatellitePairs
 from dlcvkit.data.synth import synth_seg
 from dlcvkit.engine.distributed import pick_device
 from dlcvkit.engine.weights import save_weights
+from dlcvkit.runs.export import export_onnx
 from dlcvkit.runs.load import load_run
 from dlcvkit.runs.segment import predict_run
 from dlcvkit.tasks.segment import SegmentRecipe, SegmentTask, predict_masks
@@ -43,16 +46,16 @@ def bench_infer(segmenter: str, backbone: str, *, images: int, img_size: int, ba
     """Records of `predict seg` (contender `dlcvkit`) and of the forward pass alone (`forward`)."""
     image_dir = cache / f"infer_{images}x{img_size}"
     if not (image_dir / ".complete").exists():
-        synth_seg(image_dir, images, img_size, seed=1, force=True)
+        synth_seg(image_dir, images, img_size, seed=1, overwrite=True)
         (image_dir / ".complete").touch()
     work = cache / "infer_run"
     shutil.rmtree(work, ignore_errors=True)
     run_dir = make_run(work / "run", segmenter, backbone, img_size, precision)
     out_dir = work / "masks"
 
-    def predict() -> None:
+    def predict(model: Path = run_dir) -> None:
         AcceleratorState._reset_state(reset_partial_state=True)  # predict_run builds its own Accelerator
-        predict_run(run_dir, image_dir, out_dir, batch_size=batch, num_workers=workers)
+        predict_run(model, image_dir, out_dir, batch_size=batch, num_workers=workers, overwrite=True)  # repeats
 
     case = f"seg {segmenter}/{backbone} {img_size}px b{batch} {precision}"
     params = {"task": "seg", "model": f"{segmenter}/{backbone}", "img_size": img_size, "batch": batch,
@@ -73,5 +76,10 @@ def bench_infer(segmenter: str, backbone: str, *, images: int, img_size: int, ba
 
     records.append(record(BENCH, case, "forward", measure(forward, items=images, repeats=repeats, warmup=warmup,
                                                           device=device), **params))
+    if precision == "fp32" and all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript")):
+        export_onnx(run_dir, work / "model.onnx")
+        timing = measure(lambda: predict(work / "model.onnx"), items=images, repeats=repeats, warmup=warmup,
+                         device=torch.device("cpu"))
+        records.append(record(BENCH, case, "onnxruntime", timing, **params, workers=workers))
     shutil.rmtree(work, ignore_errors=True)
     return records

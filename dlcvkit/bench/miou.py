@@ -110,7 +110,7 @@ def eval_masks(cache: Path, masks: int, size: int) -> tuple[Path, Path]:
     root = cache / f"eval_seg_{masks}x{size}"
     labels, preds, done = root / "labels", root / "pred", root / ".complete"
     if not done.exists():
-        synth_seg(labels, masks, size, seed=0, force=True)
+        synth_seg(labels, masks, size, seed=0, overwrite=True)
         for path in sorted(labels.glob("*_mask.png")):
             write_mask(preds / path.name, torch.roll(read_mask(path), shifts=(size // 32, size // 32), dims=(0, 1)))
         done.touch()

@@ -20,20 +20,27 @@ class Session:
     timing: dict  # {"repeats", "warmup"}, as the bench functions take them
 
 
-def begin(options: dict) -> Session:
-    """Set the threads of a bench command's `options`, pick its device, print the machine."""
+def begin(options: dict, device: str = "auto") -> Session:
+    """Check the --json file (before minutes of timing) and the --cache folder of a bench command's `options`,
+    set its threads, pick its device (`device` where it has no --device), print the machine."""
     from dlcvkit.bench.report import print_header
     from dlcvkit.bench.timing import machine, set_threads
     from dlcvkit.engine.distributed import pick_device
+    from dlcvkit.engine.rundir import check_own_folder, mark_folder
+    from dlcvkit.outputs import check_output_file
 
+    if options["json_path"] is not None:
+        check_output_file(options["json_path"], "--json", options["overwrite"])
+    if options.get("cache") is not None:  # the benchmarks write and delete their own sub-folders there
+        check_own_folder(options["cache"], "--cache")
     set_threads(options["threads"])
-    device = pick_device(options.get("device", "auto"))
-    info = machine(device)
+    where = pick_device(options.get("device", device))
+    info = machine(where)
     print_header(_terminal(), info)
     cache = options.get("cache") or Path(tempfile.gettempdir()) / "dlcvkit-bench"
-    cache.mkdir(parents=True, exist_ok=True)
+    mark_folder(cache)
     timing = {key: options[key] for key in ("repeats", "warmup") if key in options}
-    return Session(device, cache, info, options["json_path"], timing)
+    return Session(where, cache, info, options["json_path"], timing)
 
 
 def finish(records: list[dict], session: Session) -> None:

@@ -24,6 +24,10 @@ FULL = {
     "eval_seg": {"masks": 257, "size": 512, "repeats": 3, "warmup": 1},
     "infer": {"segmenter": "fcn8s", "backbone": "resnet18", "images": 16, "img_size": 512, "batch": 8,
               "workers": 2, "precision": "fp32", "repeats": 3, "warmup": 1},
+    "loader": {"cases": {"officehome": {"n": 16, "width": 3000, "height": 2000, "size": 224, "batch": 4},
+                         "p2": {"n": 32, "width": 512, "height": 512, "size": 512, "batch": 8},
+                         "mini": {"n": 256, "width": 84, "height": 84, "size": 128, "batch": 64}},
+               "workers": [0, 2], "repeats": 3, "warmup": 1},
 }
 
 SMOKE = {
@@ -40,10 +44,16 @@ SMOKE = {
     "eval_seg": {"masks": 4, "size": 64, "repeats": 2, "warmup": 0},
     "infer": {"segmenter": "fcn8s", "backbone": "test_resnet", "images": 4, "img_size": 64, "batch": 2,
               "workers": 0, "precision": "fp32", "repeats": 2, "warmup": 0},
+    # the officehome images are 8x the size, so that the scaled decode reduces them
+    "loader": {"cases": {"officehome": {"n": 4, "width": 384, "height": 256, "size": 32, "batch": 2},
+                         "p2": {"n": 4, "width": 64, "height": 64, "size": 64, "batch": 2},
+                         "mini": {"n": 4, "width": 84, "height": 84, "size": 128, "batch": 2}},
+               "workers": [0, 2], "repeats": 1, "warmup": 0},
 }
 
 # bench -> the contender the others' speed-ups are relative to
-REFERENCES = {"augment": "torchvision", "train": "bare", "ema": "timm", "miou": "torchmetrics"}
+REFERENCES = {"augment": "torchvision", "train": "bare", "ema": "timm", "miou": "torchmetrics",
+              "loader": "dlcvkit decode"}
 
 
 def run_suite(config: dict, device, cache) -> list[dict]:
@@ -51,6 +61,7 @@ def run_suite(config: dict, device, cache) -> list[dict]:
     from dlcvkit.bench.augment import bench_augment
     from dlcvkit.bench.ema import bench_ema
     from dlcvkit.bench.infer import bench_infer
+    from dlcvkit.bench.loader import bench_loader
     from dlcvkit.bench.miou import bench_eval_seg, bench_miou
     from dlcvkit.bench.train import bench_train
 
@@ -68,4 +79,5 @@ def run_suite(config: dict, device, cache) -> list[dict]:
     records += bench_miou(**config["miou"], device=device)
     records += bench_eval_seg(cache, **config["eval_seg"])
     records += bench_infer(**config["infer"], cache=cache)
+    records += bench_loader(**config["loader"], cache=cache)
     return records

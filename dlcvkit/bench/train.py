@@ -121,11 +121,11 @@ def synthetic_data(task: str, img_size: int, cache: Path) -> Path:
     folder = cache / f"train_{task}_{img_size}"
     if not (folder / ".complete").exists():
         if task == "byol":
-            synth_ssl(folder, SYNTH_IMAGES, img_size, SYNTH_CLASSES, force=True)
+            synth_ssl(folder, SYNTH_IMAGES, img_size, SYNTH_CLASSES, overwrite=True)
         elif task == "cls":
-            synth_cls(folder, SYNTH_IMAGES, img_size, SYNTH_CLASSES, force=True)
+            synth_cls(folder, SYNTH_IMAGES, img_size, SYNTH_CLASSES, overwrite=True)
         else:
-            synth_seg(folder, SYNTH_IMAGES // 4, img_size, force=True)  # 512 px pairs are slow to make
+            synth_seg(folder, SYNTH_IMAGES // 4, img_size, overwrite=True)  # 512 px pairs are slow to make
         (folder / ".complete").touch()
     return folder
 

@@ -39,12 +39,13 @@ def _root(
 
 
 def _register() -> None:
-    from dlcvkit.cli import bench, classify, data, demo, launch, probe, report, sam, segment, summary, train
+    from dlcvkit.cli import (bench, classify, data, demo, export, launch, probe, recipes, report, sam, segment,
+                             summary, train)
 
     train.register(app)
     commands = {
         app: {"tsne": classify.tsne, "summary": summary.summary, "sam": sam.sam, "report": report.report,
-              "demo": demo.demo},
+              "demo": demo.demo, "export": export.export},
         eval_app: {"cls": classify.eval_cls, "seg": segment.eval_seg, "probe": probe.probe},
         predict_app: {"cls": classify.predict_cls, "seg": segment.predict_seg},
         viz_app: {"mask": segment.viz_mask},
@@ -54,7 +55,7 @@ def _register() -> None:
             group.command(name)(command)
     app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(launch.launch)
     for name, group in {"data": data.app, "eval": eval_app, "predict": predict_app, "viz": viz_app,
-                        "bench": bench.app}.items():
+                        "bench": bench.app, "recipes": recipes.app}.items():
         app.add_typer(group, name=name)
 
 

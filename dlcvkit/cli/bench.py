@@ -1,4 +1,4 @@
-"""`dlcvkit bench ...`: throughput benchmarks (augment, train, ema, miou, infer, all); a rich table on the
+"""`dlcvkit bench ...`: throughput benchmarks (augment, train, ema, miou, infer, loader, all); a rich table on the
 terminal and, with --json, the records as a JSON list. Defaults are the sizes of `dlcvkit.bench.suite.FULL`."""
 
 from __future__ import annotations
@@ -135,6 +135,21 @@ def infer(
     run = begin(options)
     finish(bench_infer(segmenter, model, images=images, img_size=img_size, batch=batch, workers=workers,
                        precision=precision.value, cache=run.cache, **run.timing), run)
+
+
+@app.command()
+@with_options(*bench_options(device=False, cache=True))
+def loader(
+    quick: Annotated[bool, typer.Option("--quick", help="Small images, few of them, one repeat: checks in seconds "
+                                                        "that everything runs (figures meaningless).")] = False,
+    **options,
+) -> None:
+    """Image files to uint8 batches: torchvision ImageFolder + PIL vs dlcvkit's decode, scaled decode and warm
+    decoded-image cache, with 0 and 2 loader workers (Office-Home-like photos, P2 tiles, Mini-ImageNet)."""
+    from dlcvkit.bench.loader import bench_loader
+
+    run = begin(options, device="cpu")
+    finish(bench_loader(**(SMOKE if quick else FULL)["loader"], cache=run.cache), run)
 
 
 @app.command("all")

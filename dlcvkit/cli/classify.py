@@ -9,7 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import INFERENCE, JsonOpt, SkipBadOpt, inference, with_options
+from dlcvkit.cli.options import (
+    INFERENCE,
+    CacheOpt,
+    JsonOpt,
+    OverwriteOpt,
+    PredictSkipBadOpt,
+    SkipBadOpt,
+    inference,
+    with_options,
+)
 
 
 class Layer(str, Enum):
@@ -43,14 +52,19 @@ def eval_cls(
         Optional[Path], typer.Option("--confusion", help="Write the confusion matrix as a PNG.")
     ] = None,
     skip_bad: SkipBadOpt = False,
+    overwrite: OverwriteOpt = False,
     **options,
 ) -> None:
     """Accuracy and per-class accuracy of a run, or of an ensemble of runs (mean of softmax probabilities).
 
     Runs under `dlcvkit launch` too: every image is counted once, and N processes print what 1 prints.
     """
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.runs.classify import evaluate_runs
 
+    for option, path in (("--json", json_out), ("--confusion", confusion)):
+        if path is not None:
+            check_output_file(path, option, overwrite, {"--data": data, "--csv": csv})
     result = evaluate_runs(run, data, csv=csv, layout=layout, skip_bad=skip_bad, **inference(options))
     if result is None:  # not the main process
         return
@@ -66,19 +80,29 @@ def eval_cls(
 
 @with_options(*INFERENCE)
 def predict_cls(
-    run: RunsOpt,
     images: Annotated[Path, typer.Option("--images", help="Folder of the images to classify.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV of predictions.")],
+    run: RunsOpt = None,
+    onnx: Annotated[
+        Optional[Path], typer.Option("--onnx", help="Instead of --run: a model from `dlcvkit export`, run by "
+                                                    "onnxruntime on the CPU.")
+    ] = None,
     csv: Annotated[
         Optional[Path], typer.Option("--csv", help="Images CSV (id,filename[,label]): output id,filename,label "
                                                    "in its row order; without it filename,label sorted by name.")
     ] = None,
+    skip_bad: PredictSkipBadOpt = False,
+    overwrite: OverwriteOpt = False,
+    cache: CacheOpt = None,
     **options,
 ) -> None:
-    """Predict a class for every image, in the course's CSV format (one run or an ensemble)."""
+    """Predict a class for every image, in the course's CSV format (one run, an ensemble, or an ONNX export).
+
+    Images of any size are read at the run's `data.img_size`."""
     from dlcvkit.runs.classify import predict_runs
 
-    written = predict_runs(run, images, out, csv=csv, **inference(options))
+    written = predict_runs(run, images, out, csv=csv, onnx=onnx, skip_bad=skip_bad, overwrite=overwrite,
+                           cache=cache.value if cache else "none", **inference(options))
     if written is not None:
         typer.echo(f"wrote {written} predictions to {out}")
 
@@ -97,11 +121,14 @@ def tsne(
     max_samples: Annotated[int, typer.Option("--max-samples", help="Use an evenly spaced subset of at most N "
                                                                    "images (0 = all).")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of t-SNE / PCA.")] = 0,
+    overwrite: OverwriteOpt = False,
     **options,
 ) -> None:
     """Picture the features of a trained classifier in 2-D (t-SNE or PCA), coloured by class."""
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.runs.tsne import plot_run_features
 
+    check_output_file(out, "--out", overwrite, {"--data": data, "--csv": csv})
     written = plot_run_features(run, data, out, csv=csv, layout=layout, layer=layer.value, method=method.value,
                                 max_samples=max_samples, seed=seed, **inference(options))
     typer.echo(f"wrote {written}")

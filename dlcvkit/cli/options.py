@@ -1,6 +1,7 @@
 """The options that several commands share, each written once: training (recipe, data, run folder, `--set`,
-resume), finished runs (`--weights best|last|ema`, `--batch-size` 0 = the run's recipe's, `--workers` -1 = the
-run's recipe's), devices and JSON outputs; and `with_options`, which adds a list of them to a command."""
+resume, `--cache`), `--overwrite` of every command that writes, finished runs (`--weights best|last|ema`,
+`--batch-size` 0 = the run's recipe's, `--workers` -1 = the run's recipe's), devices and JSON outputs; and
+`with_options`, which adds a list of them to a command."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 RecipeOpt = Annotated[
-    Optional[Path], typer.Option("--recipe", "-r", help="Recipe TOML (see recipes/), or a run folder to copy its recipe.")
+    Optional[Path], typer.Option("--recipe", "-r", help="Recipe TOML, a run folder to copy its recipe, or the name of "
+                                                        "a shipped recipe (`dlcvkit recipes` lists them).")
 ]
 DataOpt = Annotated[Optional[str], typer.Option("--data", help="Training data (sets data.train).")]
 ValOpt = Annotated[Optional[str], typer.Option("--val", help="Validation data (sets data.val).")]
@@ -27,11 +29,37 @@ MaxStepsOpt = Annotated[
 ResumeOpt = Annotated[
     Optional[Path], typer.Option("--resume", help="Continue the run in RUN_DIR from its latest checkpoint.")
 ]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace existing outputs: files of the names this command writes (never an "
+                                           "input), or the run in a dlcvkit run folder (only dlcvkit's files).")
+]
 
 SkipBadOpt = Annotated[
     bool, typer.Option("--skip-bad", help="Leave out images that cannot be decoded (all are decoded once first; "
                                           "how many were left out is printed).")
 ]
+PredictSkipBadOpt = Annotated[
+    bool, typer.Option("--skip-bad", help="Predict every image that decodes (all are decoded once first) and name "
+                                          "the others at the end, with exit code 2: the output is incomplete.")
+]
+
+
+class CacheMode(str, Enum):
+    none = "none"
+    memory = "memory"
+    disk = "disk"
+
+
+CacheOpt = Annotated[
+    Optional[CacheMode], typer.Option("--cache", help="Decode every image once (data.cache): memory (shared by the "
+                                                      "loader workers) or disk (also kept for later runs, in the "
+                                                      "recipe's data.cache_dir).")
+]
+
+
+def with_cache(overrides: list[str] | None, cache: CacheMode | None) -> list[str]:
+    """The --set overrides, with --cache as `data.cache` if given."""
+    return list(overrides or []) + ([f"data.cache={cache.value}"] if cache is not None else [])
 
 
 def choices(name: str, *values: str) -> type[Enum]:
@@ -61,7 +89,7 @@ def option(name: str, kind: Any, default: Any) -> inspect.Parameter:
 TRAINING = (
     option("recipe", RecipeOpt, None), option("data", DataOpt, None), option("val", ValOpt, None),
     option("out", OutOpt, None), option("set_", SetOpt, None), option("max_steps", MaxStepsOpt, 0),
-    option("resume", ResumeOpt, None),
+    option("resume", ResumeOpt, None), option("overwrite", OverwriteOpt, False), option("cache", CacheOpt, None),
 )
 INFERENCE = (option("weights", WeightsOpt, Weights.best), option("batch_size", BatchOpt, 0),
              option("workers", WorkersOpt, -1))
@@ -88,7 +116,7 @@ def with_options(*shared: inspect.Parameter) -> Callable[[Callable], Callable]:
 
 def bench_options(defaults: dict | None = None, *, device: bool = True, cache: bool = False) -> tuple:
     """The options every `dlcvkit bench` command takes: --repeats and --warmup (their `defaults` from
-    dlcvkit.bench.suite.FULL), --threads, --device, --cache (where it makes data), --json."""
+    dlcvkit.bench.suite.FULL), --threads, --device, --cache (where it makes data), --json, --overwrite."""
     timed = (option("repeats", Annotated[int, typer.Option("--repeats", help="Timed repeats (the median and spread "
                                                                              "are reported).")], defaults["repeats"]),
              option("warmup", Annotated[int, typer.Option("--warmup", help="Untimed repeats first.")],
@@ -99,7 +127,8 @@ def bench_options(defaults: dict | None = None, *, device: bool = True, cache: b
                         "TMPDIR/dlcvkit-bench).")], None),) if cache else ()
     threads = option("threads", Annotated[int, typer.Option("--threads", help="torch intra-op threads (0 = one per "
                                                                               "core).")], 0)
-    return (*timed, threads, *where, *data, option("json_path", JsonOpt, None))
+    return (*timed, threads, *where, *data, option("json_path", JsonOpt, None),
+            option("overwrite", OverwriteOpt, False))
 
 
 Precision = choices("Precision", "fp32", "bf16", "fp16")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import JsonOpt, ValOpt
+from dlcvkit.cli.options import JsonOpt, OverwriteOpt, ValOpt
 
 
 def probe(
@@ -26,10 +26,14 @@ def probe(
     workers: Annotated[int, typer.Option("--workers", help="DataLoader workers.")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation (without --backbone).")] = 0,
     json_out: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Linear-probe and kNN (k = 20, cosine) validation accuracy of a frozen backbone's features."""
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.runs.probe import probe_backbone
 
+    if json_out is not None:
+        check_output_file(json_out, "--json", overwrite, {"--data": data, "--val": val, "--backbone": backbone})
     result = probe_backbone(data, backbone, val=val, arch=arch,
                             img_size=img_size, k=k, batch_size=batch_size, num_workers=workers, seed=seed)
     typer.echo(f"backbone: {result['backbone']} ({result['arch']}, {result['img_size']} px)")

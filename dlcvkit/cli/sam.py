@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import DeviceOpt, Weights, WeightsOpt
+from dlcvkit.cli.options import DeviceOpt, OverwriteOpt, Weights, WeightsOpt
 from dlcvkit.errors import DlcvkitError
 
 
@@ -37,6 +37,7 @@ def sam(
         "--refine-run", help="A segmentation run (RUN_DIR): paint each SAM region with its majority class.")] = None,
     weights: WeightsOpt = Weights.best,
     device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Segment Anything's automatic masks for every xxxx_sat.jpg, one image at a time.
 
@@ -57,7 +58,7 @@ def sam(
     done = run_sam(images, out, checkpoint, model_type=model_type.value if model_type else None,
                    points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
                    stability_score_thresh=stability_score_thresh, refine_run=refine_run, weights=weights.value,
-                   device=device)
+                   device=device, overwrite=overwrite)
     counts = done.masks
     print(f"sam: {len(counts)} images, {sum(counts) / len(counts):.1f} masks per image (min {min(counts)}, "
           f"max {max(counts)}), {done.seconds / len(counts):.2f} s per image on {done.device}; outputs in {out}")

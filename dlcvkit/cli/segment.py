@@ -10,13 +10,35 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import INFERENCE, JsonOpt, SkipBadOpt, inference, with_options
+from dlcvkit.cli.options import (
+    INFERENCE,
+    CacheOpt,
+    JsonOpt,
+    OverwriteOpt,
+    PredictSkipBadOpt,
+    SkipBadOpt,
+    inference,
+    with_options,
+)
 from dlcvkit.errors import DlcvkitError
 
 RunOpt = Annotated[Optional[Path], typer.Option("--run", help="A finished segmentation run folder (RUN_DIR).")]
 TtaOpt = Annotated[bool, typer.Option("--tta", help="Average the softmax over the image and its h/v flips.")]
 RedOpt = Annotated[
     Optional[int], typer.Option("--red-as", help="Read red (255,0,0) mask pixels as this class id (default: error).")
+]
+
+
+class MaskFormat(str, Enum):
+    colour = "colour"
+    index = "index"
+
+
+MaskFormatOpt = Annotated[
+    Optional[MaskFormat],
+    typer.Option("--mask-format", help="How the masks store classes: 'colour' (the course's RGB colours) or 'index' "
+                                       "(8-bit grey class ids 0..6). Default: colour (with --run: the run's "
+                                       "data.mask_format)."),
 ]
 
 
@@ -43,6 +65,8 @@ def eval_seg(
     ] = Absent.nan,
     json_path: JsonOpt = None,
     skip_bad: SkipBadOpt = False,
+    mask_format: MaskFormatOpt = None,
+    overwrite: OverwriteOpt = False,
     **options,
 ) -> None:
     """The course's mean IoU: classes 0..5, pixels counted over the whole set, Unknown pixels not ignored.
@@ -52,22 +76,27 @@ def eval_seg(
     Or --run RUN_DIR --data DIR: a trained model, also under `dlcvkit launch` (the same digits on N processes).
     """
     from dlcvkit.data.scoring import confusion_of_mask_files, iou_report
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.runs.segment import evaluate_run
 
     files, model = (pred, labels), (run, data)
     if any(v is not None for v in files) == any(v is not None for v in model):
         raise DlcvkitError("eval seg: pass either --pred DIR --labels DIR, or --run RUN_DIR --data DIR")
+    if json_path is not None:
+        check_output_file(json_path, "--json", overwrite, {"--pred": pred, "--labels": labels, "--run": run,
+                                                           "--data": data})
     if any(v is not None for v in files):
         if None in files:
             raise DlcvkitError("eval seg: --pred and --labels go together")
         if skip_bad:
             raise DlcvkitError("eval seg: --skip-bad goes with --run and --data; every mask file is scored")
-        matrix, _ = confusion_of_mask_files(pred, labels, red_as)
+        matrix, _ = confusion_of_mask_files(pred, labels, red_as, _format(mask_format) or "colour")
         main = True
     else:
         if None in model:
             raise DlcvkitError("eval seg: --run and --data go together")
-        matrix, main = evaluate_run(run, data, red_as=red_as, tta=tta, skip_bad=skip_bad, **inference(options))
+        matrix, main = evaluate_run(run, data, red_as=red_as, tta=tta, skip_bad=skip_bad,
+                                    mask_format=_format(mask_format), **inference(options))
     if not main:
         return
     text, numbers, notes = iou_report(matrix, absent.value)
@@ -85,14 +114,24 @@ def predict_seg(
     images: Annotated[Optional[Path], typer.Option("--images", help="Folder of xxxx_sat.jpg.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the xxxx_mask.png files.")] = None,
     tta: TtaOpt = False,
+    skip_bad: PredictSkipBadOpt = False,
+    overwrite: OverwriteOpt = False,
+    onnx: Annotated[
+        Optional[Path], typer.Option("--onnx", help="Instead of --run: a model from `dlcvkit export`, run by "
+                                                    "onnxruntime on the CPU (batches of 1 unless --batch-size).")
+    ] = None,
+    cache: CacheOpt = None,
     **options,
 ) -> None:
-    """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg."""
+    """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg.
+
+    Images of several sizes are batched by size; each mask has its image's size."""
     from dlcvkit.runs.segment import predict_run
 
-    if run is None or images is None or out is None:
-        raise DlcvkitError("predict seg needs --run RUN_DIR --images DIR --out DIR")
-    written = predict_run(run, images, out, tta=tta, **inference(options))
+    if (run is None) == (onnx is None) or images is None or out is None:
+        raise DlcvkitError("predict seg needs --run RUN_DIR (or --onnx MODEL.onnx) --images DIR --out DIR")
+    written = predict_run(run or onnx, images, out, tta=tta, skip_bad=skip_bad, overwrite=overwrite,
+                          cache=cache.value if cache else "none", **inference(options))
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 
@@ -103,8 +142,16 @@ def viz_mask(
     alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the class colours inside regions.")] = 0.4,
     width: Annotated[int, typer.Option("--width", help="Boundary half-width in pixels.")] = 1,
     red_as: RedOpt = None,
+    mask_format: MaskFormatOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The image tinted with its mask's class colours, class boundaries drawn (the course's mask viewer)."""
+    from dlcvkit.outputs import check_output_file
     from dlcvkit.viz.masks import write_overlay
 
-    write_overlay(image, mask, out, alpha, width, red_as)
+    check_output_file(out, "--out", overwrite, {"--image": image, "--mask": mask})
+    write_overlay(image, mask, out, alpha, width, red_as, _format(mask_format) or "colour")
+
+
+def _format(mask_format: MaskFormat | None) -> str | None:
+    return None if mask_format is None else mask_format.value

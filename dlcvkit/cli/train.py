@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import TRAINING, option, with_options
+from dlcvkit.cli.options import TRAINING, CacheMode, option, with_cache, with_options
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.tasks.registry import TASKS, run_training
 
@@ -33,9 +33,10 @@ def _command(run: Callable[..., None], name: str) -> Callable[..., None]:
 
 
 def _train(name: str, *, recipe: Path | None, data: str | None, out: Path | None, set_: list[str] | None,
-           max_steps: int, resume: Path | None, val: str | None = None, overrides: tuple[str, ...] = ()) -> None:
-    run_training(name, recipe=recipe, data=data, val=val, out=out, overrides=[*(set_ or []), *overrides],
-                 max_steps=max_steps, resume=resume)
+           max_steps: int, resume: Path | None, overwrite: bool, cache: CacheMode | None, val: str | None = None,
+           overrides: tuple[str, ...] = ()) -> None:
+    run_training(name, recipe=recipe, data=data, val=val, out=out, overrides=[*with_cache(set_, cache), *overrides],
+                 max_steps=max_steps, resume=resume, overwrite=overwrite)
 
 
 def _segment(name: str, *, track: str | None, **options) -> None:
@@ -60,7 +61,7 @@ def _finetune(name: str, *, data: str | None, val: str | None, set_: list[str] |
 
     if data is not None and val is None and (splits := office_home_splits(data)) is not None:
         data, val = (str(p) for p in splits)
-    overrides = list(set_ or [])
+    overrides = with_cache(set_, options.pop("cache"))
     if tsne_every is not None:
         overrides.append(f"viz.tsne_every={tsne_every}")
     if not all_settings:
@@ -70,7 +71,7 @@ def _finetune(name: str, *, data: str | None, val: str | None, set_: list[str] |
             overrides += setting_overrides(setting.value, backbone)
         elif backbone is not None:
             raise DlcvkitError("--backbone goes with --setting B–E (or set model.pretrained in the recipe)")
-        _train(name, data=data, val=val, set_=overrides, **options)
+        _train(name, data=data, val=val, set_=overrides, cache=None, **options)
         return
     if setting is not None or backbone is not None or options["resume"] is not None:
         raise DlcvkitError("--all-settings runs every setting itself: drop --setting, --backbone and --resume")
@@ -81,7 +82,7 @@ def _finetune(name: str, *, data: str | None, val: str | None, set_: list[str] |
     if val is None:
         raise DlcvkitError("--all-settings reports validation accuracy: pass an Office-Home folder or --val")
     table = run_all_settings(options["recipe"], data, val, options["out"], overrides, options["max_steps"],
-                             supervised, byol_backbone)
+                             supervised, byol_backbone, options["overwrite"])
     if table is not None:
         _print_settings(*table)
 

@@ -1,9 +1,10 @@
 """Map-style datasets for the course layouts: P1 folders, Office-Home CSVs, image folders, P2 satellite pairs.
 
 Each lists and validates its files once in `__init__` (sorted, deterministic) and raises DlcvkitError naming
-the folder or file when the layout is wrong. `__getitem__` runs in DataLoader workers: it decodes and resizes
-to a fixed size and returns a dict of uint8 tensors and plain values, so the default collate works.
-Augmentation is not done here: it runs on the device, on whole batches.
+the folder or file when the layout is wrong; `check()` then reads every file's header (nothing is decoded), so
+that a run can refuse bad input before it creates anything. `__getitem__` runs in DataLoader workers: it
+decodes and resizes to a fixed size and returns a dict of uint8 tensors and plain values, so the default
+collate works. Augmentation is not done here: it runs on the device, on whole batches.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from dlcvkit.data.images import IMAGE_SUFFIXES, is_image_file, read_image, resize_image, resize_mask
-from dlcvkit.data.masks import read_mask
+from dlcvkit.data.images import (IMAGE_SUFFIXES, image_header, is_image_file, read_image, read_resized, resize_image,
+                                 resize_mask)
+from dlcvkit.data.masks import check_mask_mode, read_mask
 from dlcvkit.errors import DlcvkitError
 
 Size = int | tuple[int, int] | None
@@ -48,27 +50,76 @@ def _image_names(root: Path) -> list[str]:
 
 
 def _load(path: Path, size: Size) -> torch.Tensor:
-    img = read_image(path)
-    return img if size is None else resize_image(img, size)
+    return read_image(path) if size is None else read_resized(path, size)
 
 
-def _check_labels(labels: list[int], names: list[str], num_classes: int | None, where: str) -> int:
+Header = tuple[tuple[int, int], str]  # ((width, height), PIL mode) of an image file
+
+
+class FileDataset(Dataset):
+    """A dataset whose samples are image files: `files(i)` lists sample i's files, `label_source(i)` says where
+    its label comes from (for messages), and `check()` reads every file's header before a run starts."""
+
+    names: list[str]
+    labels: list[int] | None = None
+
+    def files(self, i: int) -> list[Path]:
+        raise NotImplementedError
+
+    def label_source(self, i: int) -> str:
+        return str(self.files(i)[0])
+
+    def headers(self, workers: int = 0) -> list[list[Header]]:
+        """The header of every file of every sample (size and mode; nothing is decoded, so a whole data set
+        takes seconds); an unreadable header is an error naming the file."""
+        with ThreadPoolExecutor(max(1, workers)) as pool:  # file reads release the GIL
+            return list(pool.map(lambda i: [image_header(path) for path in self.files(i)], range(len(self))))
+
+    def check(self, workers: int = 0) -> list[tuple[int, int]]:
+        """Read every header (see `headers`) and check what they tell; returns each sample's image size
+        (width, height), for batching images of one size together."""
+        headers = self.headers(workers)
+        self.check_headers(headers)
+        return [sample[0][0] for sample in headers]
+
+    def check_headers(self, headers: list[list[Header]]) -> None:
+        """What the layout requires of its files' sizes and modes (nothing but readable headers by default)."""
+
+
+def _check_labels(dataset: FileDataset, num_classes: int | None) -> int:
     """The number of classes: `num_classes` if given (every label must be below it), else max label + 1."""
-    for label, name in zip(labels, names):
+    for i, label in enumerate(dataset.labels):
         if label < 0:
-            raise DlcvkitError(f"{name} in {where} has label {label}; class ids start at 0, fix the label")
+            raise DlcvkitError(f"{dataset.label_source(i)} has label {label}; class ids start at 0, fix the label")
     if num_classes is None:
-        return max(labels) + 1
-    for label, name in zip(labels, names):
+        return max(dataset.labels) + 1
+    for i, label in enumerate(dataset.labels):
         if label >= num_classes:
             raise DlcvkitError(
-                f"{name} in {where} has label {label}, outside 0..{num_classes - 1}; "
-                f"fix the label or set num_classes to at least {label + 1}"
+                f"{dataset.label_source(i)} has label {label}, outside 0..{num_classes - 1}; "
+                f"fix the label or set model.num_classes to at least {label + 1}"
             )
     return num_classes
 
 
-class P1Folder(Dataset):
+def classes_from_labels(dataset: FileDataset) -> int:
+    """The number of classes C of training data whose recipe states none: its labels must be 0..C-1 with every
+    class present, since a gap is a wrong label (9999 among 0..64) or a class missing from the data."""
+    present = sorted(set(dataset.labels))
+    gap = next((c for c, label in enumerate(present) if label != c), None)
+    if gap is None:
+        return len(present)
+    above = present[gap]  # the smallest label past the gap: the one to look at
+    i = dataset.labels.index(above)
+    missing = f"{gap}" if above == gap + 1 else f"{gap}..{above - 1}"
+    raise DlcvkitError(
+        f"{dataset.label_source(i)} has label {above}, but no training sample has label {missing}: with "
+        "model.num_classes = 0 the classes are 0..C-1, each present; fix the label, or set model.num_classes "
+        "if the training data lacks classes"
+    )
+
+
+class P1Folder(FileDataset):
     """Course P1: a flat folder of `{label}_{index}.png` files (the label is in the name)."""
 
     def __init__(self, root: str | os.PathLike, size: Size = None, num_classes: int | None = None):
@@ -87,7 +138,7 @@ class P1Folder(Dataset):
         found = sorted((int(match[1]), int(match[2]), match[0]) for match in matches)
         self.labels = [label for label, _, _ in found]
         self.names = [name for _, _, name in found]
-        self.num_classes = _check_labels(self.labels, self.names, num_classes, str(self.root))
+        self.num_classes = _check_labels(self, num_classes)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -100,7 +151,7 @@ class P1Folder(Dataset):
         return [self.root / self.names[i]]
 
 
-class LabeledCsv(Dataset):
+class LabeledCsv(FileDataset):
     """Office-Home: a CSV `id,filename,label` naming files of `image_dir`; rows stay in CSV order.
 
     Without a `label` column, or with an empty one (an inference CSV), samples have no "label" and `labels` is None.
@@ -119,12 +170,13 @@ class LabeledCsv(Dataset):
         self.image_dir = _folder(image_dir, f"image folder of {self.csv_path.name},")
         self.size = size
         rows, has_label = self._read_rows()
+        self.lines = [line for line, _, _, _ in rows]
         self.ids = [row_id for _, row_id, _, _ in rows]
         self.names = [name for _, _, name, _ in rows]
         # the course's test CSVs keep the label column but leave it empty: that is an inference CSV too
         if has_label and any(text for _, _, _, text in rows):
             self.labels = [self._parse_label(line, text) for line, _, _, text in rows]
-            self.num_classes = _check_labels(self.labels, self.names, num_classes, str(self.csv_path))
+            self.num_classes = _check_labels(self, num_classes)
         else:
             self.labels = None
             self.num_classes = num_classes
@@ -186,8 +238,11 @@ class LabeledCsv(Dataset):
     def files(self, i: int) -> list[Path]:
         return [self.image_dir / self.names[i]]
 
+    def label_source(self, i: int) -> str:
+        return f"{self.csv_path} line {self.lines[i]} ({self.names[i]})"
 
-class UnlabeledFolder(Dataset):
+
+class UnlabeledFolder(FileDataset):
     """Every image directly in `root` (Mini-ImageNet `mini/train/*.jpg`, a test folder), sorted by name."""
 
     def __init__(self, root: str | os.PathLike, size: Size = None):
@@ -221,10 +276,11 @@ def _check_paired(root: Path, unpaired: list[str], suffix: str, partner: str) ->
         raise DlcvkitError(f"{stem}{suffix} in {root} has no {stem}{partner}{more}; add the partner or remove it")
 
 
-class SatellitePairs(Dataset):
+class SatellitePairs(FileDataset):
     """Course P2: `xxxx_sat.jpg` + `xxxx_mask.png` pairs, matched by the `xxxx` stem.
 
     With `with_masks=False` (inference) only the `*_sat.jpg` files are needed and samples have no "mask".
+    Masks are read by `dlcvkit.data.masks.read_mask` in `mask_format` ("colour" or "index").
     """
 
     def __init__(
@@ -233,11 +289,13 @@ class SatellitePairs(Dataset):
         size: Size = None,
         with_masks: bool = True,
         red_as: int | None = None,
+        mask_format: str = "colour",
     ):
         self.root = _folder(root, "satellite image folder")
         self.size = size
         self.with_masks = with_masks
         self.red_as = red_as
+        self.mask_format = mask_format
         entries = _visible(self.root)
         sats = {name[: -len(SAT_SUFFIX)] for name in entries if name.endswith(SAT_SUFFIX)}
         masks = {name[: -len(MASK_SUFFIX)] for name in entries if name.endswith(MASK_SUFFIX)}
@@ -252,18 +310,12 @@ class SatellitePairs(Dataset):
         return len(self.names)
 
     def __getitem__(self, i: int) -> dict:
-        stem = self.names[i]
-        sat_path = self.root / f"{stem}{SAT_SUFFIX}"
+        sat_path, *mask_path = self.files(i)
         image = read_image(sat_path)
-        sample = {"name": stem}
-        if self.with_masks:
-            mask_path = self.root / f"{stem}{MASK_SUFFIX}"
-            mask = read_mask(mask_path, red_as=self.red_as)
-            if tuple(mask.shape) != tuple(image.shape[1:]):
-                raise DlcvkitError(
-                    f"{sat_path.name} is {image.shape[2]}x{image.shape[1]} but {mask_path.name} is "
-                    f"{mask.shape[1]}x{mask.shape[0]} (width x height) in {self.root}; they must match"
-                )
+        sample = {"name": self.names[i]}
+        if mask_path:
+            mask = read_mask(mask_path[0], red_as=self.red_as, mask_format=self.mask_format)
+            _check_pair_size(sat_path, (image.shape[2], image.shape[1]), mask_path[0], (mask.shape[1], mask.shape[0]))
             sample["mask"] = mask if self.size is None else resize_mask(mask, self.size)
         sample["image"] = image if self.size is None else resize_image(image, self.size)
         return sample
@@ -272,8 +324,26 @@ class SatellitePairs(Dataset):
         stem = self.names[i]
         return [self.root / f"{stem}{SAT_SUFFIX}"] + ([self.root / f"{stem}{MASK_SUFFIX}"] if self.with_masks else [])
 
+    def check_headers(self, headers: list[list[Header]]) -> None:
+        """Every mask has its image's size and a mode that `mask_format` reads."""
+        if not self.with_masks:
+            return
+        for i, ((sat_size, _), (mask_size, mode)) in enumerate(headers):
+            sat_path, mask_path = self.files(i)
+            check_mask_mode(mask_path, mode, self.mask_format)
+            _check_pair_size(sat_path, sat_size, mask_path, mask_size)
 
-class ImageFolderDataset(Dataset):
+
+def _check_pair_size(sat_path: Path, sat_size, mask_path: Path, mask_size) -> None:
+    """Image and mask of a pair must have one size (width, height)."""
+    if tuple(sat_size) != tuple(mask_size):
+        raise DlcvkitError(
+            f"{sat_path.name} is {sat_size[0]}x{sat_size[1]} but {mask_path.name} is {mask_size[0]}x{mask_size[1]} "
+            f"(width x height) in {sat_path.parent}; they must match"
+        )
+
+
+class ImageFolderDataset(FileDataset):
     """Class sub-folders of images: sorted folder names are the class ids 0..C-1 (`classes`)."""
 
     def __init__(self, root: str | os.PathLike, size: Size = None, num_classes: int | None = None):
@@ -306,14 +376,18 @@ class ImageFolderDataset(Dataset):
     def files(self, i: int) -> list[Path]:
         return [self.root / self.names[i]]
 
+    def label_source(self, i: int) -> str:
+        return f"class folder {self.root / self.classes[self.labels[i]]}"
 
-PER_SAMPLE = ("names", "labels", "ids")  # the per-sample lists of the datasets above
+
+PER_SAMPLE = ("names", "labels", "ids", "lines")  # the per-sample lists of the datasets above
 
 
-def drop_unreadable(dataset: Dataset, workers: int = 0) -> list[Path]:
+def drop_unreadable(dataset: FileDataset, what: str, workers: int = 0) -> list[Path]:
     """Decode every file of every sample of `dataset` (its `files(i)`) once and remove, in place, the samples
-    with a file that does not decode; returns those files. Behind `data.skip_bad`: a few broken files in a
-    large set need not stop a run, and every process of a run drops the same samples."""
+    with a file that does not decode; returns those files (an error if no sample is left: `what` names the
+    option or folder). Behind `data.skip_bad` and `--skip-bad`: a few broken files in a large set need not stop
+    a run, and every process of a run drops the same samples."""
 
     def unreadable(i: int) -> Path | None:
         for path in dataset.files(i):
@@ -326,6 +400,8 @@ def drop_unreadable(dataset: Dataset, workers: int = 0) -> list[Path]:
     with ThreadPoolExecutor(max(1, workers)) as pool:  # the decoders release the GIL
         bad = list(pool.map(unreadable, range(len(dataset))))
     kept = [i for i, path in enumerate(bad) if path is None]
+    if not kept:
+        raise DlcvkitError(f"{what}: no sample decodes (the first file: {bad[0]}); check the folder")
     if len(kept) < len(bad):
         for attr in PER_SAMPLE:
             values = getattr(dataset, attr, None)
@@ -334,16 +410,24 @@ def drop_unreadable(dataset: Dataset, workers: int = 0) -> list[Path]:
     return [path for path in bad if path is not None]
 
 
-def skip_unreadable(dataset: Dataset, what: str, workers: int = 0) -> str:
+def skip_unreadable(dataset: FileDataset, what: str, workers: int = 0) -> str:
     """`drop_unreadable`, reported: a one-line note on what was left out of `what` (an option or a folder)."""
-    skipped = drop_unreadable(dataset, workers)
+    total = len(dataset)
+    return f"{what}: {describe_skipped(drop_unreadable(dataset, what, workers), total)}"
+
+
+def incomplete_output(skipped: list[Path], total: int, rest: str) -> DlcvkitError:
+    """The error that ends a `--skip-bad` prediction which left images out: its output is incomplete, so the
+    command must not report success; `rest` says where the other outputs are."""
+    return DlcvkitError(f"{describe_skipped(skipped, total, 'images')}; the other {total - len(skipped)} {rest}")
+
+
+def describe_skipped(skipped: list[Path], total: int, noun: str = "samples") -> str:
+    """'skipped 2 of 5 samples that cannot be decoded: A, B' (the first three named), or 'all 5 samples decode'."""
     if not skipped:
-        return f"{what}: all {len(dataset)} samples decode"
-    if not len(dataset):
-        raise DlcvkitError(f"{what}: no sample decodes (the first file: {skipped[0]}); check the folder")
+        return f"all {total} {noun} decode"
     shown = ", ".join(map(str, skipped[:3])) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-    return (f"{what}: skipped {len(skipped)} of {len(dataset) + len(skipped)} samples, whose files cannot be "
-            f"decoded: {shown}")
+    return f"skipped {len(skipped)} of {total} {noun} that cannot be decoded: {shown}"
 
 
 def _has_csv_header(path: Path) -> bool:

@@ -4,16 +4,17 @@ no download) written in the course's P1 layout, for checking on real data that c
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from dlcvkit.data.images import write_image
-from dlcvkit.data.synth import _prepare
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.outputs import prepare_output_dir
 
 
-def export_digits(out: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0, *, force: bool = False) -> str:
+def export_digits(out: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0, *, overwrite: bool = False) -> str:
     """Write `out/train/` and `out/val/` of `{label}_{index}.png` (8×8 grey, 0..16 scaled to 0..255), split
     stratified by class with `seed`. Returns a one-line summary."""
     from sklearn.datasets import load_digits
@@ -21,7 +22,7 @@ def export_digits(out: str | os.PathLike, val_fraction: float = 0.2, seed: int =
 
     if not 0 < val_fraction < 1:
         raise DlcvkitError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
-    out = _prepare(out, force)
+    out = prepare_output_dir(Path(out), "--out", overwrite)
     digits = load_digits()
     pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)  # the data set's values are 0..16
     train, val = train_test_split(np.arange(len(pixels)), test_size=val_fraction, stratify=digits.target,

@@ -8,7 +8,9 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file, write_jpeg, write_png
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
@@ -44,18 +46,32 @@ def _reason(error: Exception) -> str:
     return message
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Decode a JPEG or PNG file into a uint8 RGB tensor `3 h w` (grey and RGBA files are converted)."""
+def read_image(path: str | os.PathLike, grey: bool = False) -> torch.Tensor:
+    """Decode a JPEG or PNG file into a uint8 RGB tensor `3 h w` (grey, palette and RGBA files are converted),
+    or with `grey` a `1 h w` one (an 8-bit greyscale file keeps its values: class-index masks)."""
     if not os.path.isfile(path):
         raise DlcvkitError(f"cannot decode image {path}: no such file; check the path or remove it from the list")
     try:
         with _torchvision_io():
-            img = decode_image(read_file(os.fspath(path)), mode=ImageReadMode.RGB)
+            img = decode_image(read_file(os.fspath(path)), mode=ImageReadMode.GRAY if grey else ImageReadMode.RGB)
     except Exception as e:  # torchvision reports every decoding failure as a RuntimeError with a C++ location
         raise DlcvkitError(f"cannot decode image {path}: {_reason(e)}; remove or replace it") from e
     if img.dtype != torch.uint8:  # 16-bit PNG
         img = F.to_dtype(img, torch.uint8, scale=True)
     return img
+
+
+def image_header(path: str | os.PathLike) -> tuple[tuple[int, int], str]:
+    """((width, height), PIL mode) of an image file, from its header alone: nothing is decoded, so a whole data
+    set can be checked before a run starts."""
+    try:
+        with Image.open(path) as img:
+            return img.size, img.mode
+    except FileNotFoundError:
+        raise DlcvkitError(f"cannot decode image {path}: no such file; check the path or remove it from the list") \
+            from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL's ways of saying "not an image"
+        raise DlcvkitError(f"cannot decode image {path}: {_reason(e)}; remove or replace it") from None
 
 
 def _hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -80,6 +96,64 @@ def resize_mask(mask: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor
         return mask
     # NEAREST_EXACT samples at pixel centres, like the bilinear resize of the image, so mask and image stay aligned.
     return F.resize(mask[None], list(hw), interpolation=InterpolationMode.NEAREST_EXACT)[0]
+
+
+# The reduced decode is asked for at least this many times the target size, so that the antialiased resize after
+# it still shrinks by 2x or more and smooths the DCT scaling's own ringing (see read_resized).
+DRAFT_MARGIN = 2
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): the segment holding the image size
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def read_resized(path: str | os.PathLike, size: int | tuple[int, int]) -> torch.Tensor:
+    """`resize_image(read_image(path), size)`, decoding less where a JPEG is much larger than `size`.
+
+    libjpeg scales by 1/2, 1/4 or 1/8 inside the inverse DCT (PIL's `Image.draft`); the smallest scale that keeps
+    the image at least DRAFT_MARGIN times `size` is used, then the usual antialiased resize. On smooth, photo-like
+    images this stays within 1 grey level on average (a few at most) of the full decode. PNGs, and JPEGs under
+    2 x DRAFT_MARGIN times `size` (where no scale fits), take the full decode unchanged.
+    """
+    hw = _hw(size)
+    img = None
+    if os.fspath(path).lower().endswith((".jpg", ".jpeg")):
+        source = _jpeg_size(path)
+        if source is not None and all(s >= 2 * DRAFT_MARGIN * t for s, t in zip(source, hw)):
+            img = _decode_reduced(path, hw)
+    return resize_image(read_image(path) if img is None else img, hw)
+
+
+def _jpeg_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, or None where the file is no plain JPEG. Read here rather than
+    by PIL, which parses every table first: that costs more than decoding a small JPEG in full."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return None
+            while len(segment := f.read(4)) == 4 and segment[0] == 0xFF:
+                if segment[1] in _SOF_MARKERS:
+                    frame = f.read(5)  # precision, height, width
+                    return (int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big"))
+                f.seek(int.from_bytes(segment[2:], "big") - 2, os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
+
+
+def _decode_reduced(path: str | os.PathLike, hw: tuple[int, int]) -> torch.Tensor | None:
+    """The JPEG at `path` decoded at a reduced DCT scale as uint8 `3 h w`, or None where no reduction applies
+    or PIL cannot do it (the full decode then decides, and reports a bad file in its words)."""
+    try:
+        with Image.open(path) as img:
+            if img.format != "JPEG" or img.mode not in ("RGB", "L"):  # CMYK & co: torchvision's conversion
+                return None
+            full = img.size
+            img.draft("RGB", (DRAFT_MARGIN * hw[1], DRAFT_MARGIN * hw[0]))
+            if img.size == full:
+                return None
+            pixels = np.array(img.convert("RGB"))
+    except Exception:  # noqa: BLE001 - PIL fails in many ways (truncated, bomb guard); the full decode reports
+        return None
+    return torch.from_numpy(pixels).permute(2, 0, 1)  # h w c memory suits the uint8 resize's fast path
 
 
 def write_image(path: str | os.PathLike, img: torch.Tensor) -> None:

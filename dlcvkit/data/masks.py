@@ -1,18 +1,19 @@
-"""The course's land-cover mask colours: RGB colour masks <-> class-id maps `h w`, and the mask file readers.
+"""The course's land-cover mask colours: RGB colour masks <-> class-id maps `h w`, and the one reader of mask
+files that training, evaluation and the pictures share.
 
 The course's reader thresholds each channel at 128 and reads the three bits as a code `4 R + 2 G + B`; every
 code but red (4) names one class. Red is left undefined there; here it is an error unless `red_as` maps it.
+Masks that store class ids 0..6 as grey values (mask format "index") are read only when asked for: read as
+colours they would silently be all Unknown.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from dlcvkit.data.images import read_image, write_image
+from dlcvkit.data.images import image_header, read_image, write_image
 from dlcvkit.errors import DlcvkitError
 
 CLASS_NAMES = ("Urban", "Agriculture", "Rangeland", "Forest", "Water", "Barren", "Unknown")
@@ -34,6 +35,10 @@ PALETTE = torch.tensor(
     dtype=torch.uint8,
 )
 
+MASK_FORMATS = ("colour", "index")  # course colours (RGB, or a palette PNG read by its colours); grey class ids
+_FORMAT_MODES = {"colour": ("RGB", "RGBA", "P"), "index": ("L",)}  # the PIL modes each format reads
+_FORMAT_OPTION = '--mask-format index (recipe: data.mask_format = "index")'
+
 _RED_CODE = 4
 _NO_CLASS = 255
 # colour code 4R + 2G + B -> class id, as in the course's read_masks (red has none)
@@ -53,15 +58,29 @@ def rgb_to_classes(rgb: torch.Tensor, *, source: str | os.PathLike = "mask", red
     red = code == _RED_CODE
     if red.any():
         if red_as is None:
-            count = int(red.sum())
-            first = int(red.flatten().nonzero()[0])
-            row, col = divmod(first, red.shape[1])
             raise DlcvkitError(
-                f"{source}: {count} red (255,0,0) pixels, a colour of no class (first at row {row}, col {col}); "
+                f"{source}: {int(red.sum())} red (255,0,0) pixels, a colour of no class ({_first_pixel(red)}); "
                 f"pass --red-as ID (red_as=ID) to map them to a class id 0..{NUM_CLASSES - 1}"
             )
         ids[red] = _check_red_as(red_as)
     return ids
+
+
+def index_to_classes(grey: torch.Tensor, *, source: str | os.PathLike = "mask") -> torch.Tensor:
+    """Class ids `h w` (uint8) of a class-index mask `1 h w` (uint8) whose grey values are the ids 0..6."""
+    outside = grey[0] >= NUM_CLASSES
+    if outside.any():
+        raise DlcvkitError(
+            f"{source}: {int(outside.sum())} pixels with values above the class ids 0..{NUM_CLASSES - 1} (up to "
+            f"{int(grey.max())}, {_first_pixel(outside)}); a class-index mask holds one id per pixel: fix the file"
+        )
+    return grey[0]
+
+
+def _first_pixel(where: torch.Tensor) -> str:
+    """'first at row r, col c': the first True pixel of a bool `h w` map, to locate bad pixels in a message."""
+    row, col = divmod(int(where.flatten().nonzero()[0]), where.shape[1])
+    return f"first at row {row}, col {col}"
 
 
 def _check_red_as(red_as: int) -> int:
@@ -80,8 +99,34 @@ def classes_to_rgb(ids: torch.Tensor, *, source: str | os.PathLike = "mask") -> 
     return PALETTE.to(ids.device)[ids.long()].permute(2, 0, 1).contiguous()
 
 
-def read_mask(path: str | os.PathLike, red_as: int | None = None) -> torch.Tensor:
-    """Class ids `h w` (uint8) of the colour mask file `path`."""
+def check_mask_mode(path: str | os.PathLike, mode: str, mask_format: str = "colour") -> None:
+    """Refuse a mask file whose PIL `mode` (from its header) is not one that `mask_format` reads."""
+    if mask_format not in MASK_FORMATS:
+        raise DlcvkitError(f"mask format {mask_format!r} (--mask-format, data.mask_format): use 'colour' or 'index'")
+    if mode in _FORMAT_MODES[mask_format]:
+        return
+    if mask_format == "colour" and mode in _FORMAT_MODES["index"]:
+        raise DlcvkitError(
+            f"mask {path} is a {mode} image, not an RGB colour mask; if it holds class ids 0..{NUM_CLASSES - 1} "
+            f"as grey values, pass {_FORMAT_OPTION}, else write it in the course's colours"
+        )
+    if mask_format == "index" and mode in _FORMAT_MODES["colour"]:
+        raise DlcvkitError(
+            f"mask {path} is a {mode} colour mask, but the mask format is 'index' (grey class ids "
+            f"0..{NUM_CLASSES - 1}); drop --mask-format index (data.mask_format) for colour masks"
+        )
+    raise DlcvkitError(
+        f"mask {path} is a {mode} image; masks are RGB colour masks in the course's colours, or with "
+        f"{_FORMAT_OPTION} 8-bit greyscale class ids 0..{NUM_CLASSES - 1}"
+    )
+
+
+def read_mask(path: str | os.PathLike, red_as: int | None = None, mask_format: str = "colour") -> torch.Tensor:
+    """Class ids `h w` (uint8) of the mask file `path`: a colour mask (RGB, or a palette PNG read by its
+    colours) or with `mask_format="index"` an 8-bit greyscale file of class ids; any other file is an error."""
+    check_mask_mode(path, image_header(path)[1], mask_format)
+    if mask_format == "index":
+        return index_to_classes(read_image(path, grey=True), source=path)
     return rgb_to_classes(read_image(path), source=path, red_as=red_as)
 
 
@@ -90,22 +135,3 @@ def write_mask(path: str | os.PathLike, ids: torch.Tensor) -> None:
     if os.fspath(path).lower().endswith((".jpg", ".jpeg")):
         raise DlcvkitError(f"cannot write mask {path}: JPEG would change the colours; use a .png name")
     write_image(path, classes_to_rgb(ids.cpu(), source=path))
-
-
-_COLOUR_MODES = ("RGB", "RGBA", "P")  # PIL modes that decode to colours; "P" (palette) PNGs are expanded to RGB
-
-
-def read_colour_mask(path: Path, red_as: int | None = None) -> torch.Tensor:
-    """Class ids `h w` of a colour mask file, refusing greyscale ones (a class-index PNG read as colours would
-    silently become all Unknown)."""
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-    except (UnidentifiedImageError, OSError) as e:
-        raise DlcvkitError(f"cannot decode mask {path}: {e}; remove or replace it") from None
-    if mode not in _COLOUR_MODES:
-        raise DlcvkitError(
-            f"mask {path} is a {mode} image, not an RGB colour mask; masks must use the course's colours "
-            "(Urban cyan, Agriculture yellow, ...), as `dlcvkit predict seg` writes them"
-        )
-    return read_mask(path, red_as=red_as)

@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, read_colour_mask
+from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, read_mask
 from dlcvkit.engine.metrics import Confusion, iou_per_class, mean_iou
 from dlcvkit.errors import DlcvkitError
 
@@ -39,14 +39,15 @@ def pair_mask_files(pred_dir: Path, label_dir: Path) -> list[str]:
     return sorted(preds)
 
 
-def confusion_of_mask_files(pred_dir: Path, label_dir: Path, red_as: int | None = None) -> tuple[torch.Tensor, int]:
-    """The 7x7 confusion matrix (rows labels, columns predictions) summed over all pixels of all paired masks,
-    and the number of pairs."""
+def confusion_of_mask_files(pred_dir: Path, label_dir: Path, red_as: int | None = None,
+                            mask_format: str = "colour") -> tuple[torch.Tensor, int]:
+    """The 7x7 confusion matrix (rows labels, columns predictions) summed over all pixels of all paired masks
+    (both folders in `mask_format`), and the number of pairs."""
     confusion = Confusion(NUM_CLASSES)
     names = pair_mask_files(pred_dir, label_dir)
     for name in names:
-        pred = read_colour_mask(pred_dir / name, red_as)
-        label = read_colour_mask(label_dir / name, red_as)
+        pred = read_mask(pred_dir / name, red_as, mask_format)
+        label = read_mask(label_dir / name, red_as, mask_format)
         if pred.shape != label.shape:
             raise DlcvkitError(
                 f"{pred_dir / name} is {pred.shape[1]}x{pred.shape[0]} but {label_dir / name} is "

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from dlcvkit.data.images import write_image
 from dlcvkit.data.masks import NUM_CLASSES, write_mask
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.outputs import prepare_output_dir
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star", "hexagon", "ring", "half_disk", "arrow")
 PATTERNS = ("solid", "hstripes", "vstripes", "diagonal", "checker", "dots", "outline")
@@ -241,17 +242,6 @@ def _rng(seed: int, kind: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _KIND_SEED[kind], index])
 
 
-def _prepare(out: str | os.PathLike, force: bool) -> Path:
-    """The output folder, created; refuses a non-empty one unless `force` (before anything is written)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DlcvkitError(f"--out {out} is a file; pass a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise DlcvkitError(f"--out {out} is not empty; choose an empty folder or pass --force to write into it")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def _check(n: int, size: int, classes: int | None, *, min_size: int = 16, max_classes: int | None = None) -> None:
     if n < 1:
         raise DlcvkitError(f"--n must be at least 1, got {n}")
@@ -262,14 +252,15 @@ def _check(n: int, size: int, classes: int | None, *, min_size: int = 16, max_cl
 
 
 def synth_cls(
-    out: str | os.PathLike, n: int = 500, size: int = 32, classes: int = 10, seed: int = 0, *, force: bool = False
+    out: str | os.PathLike, n: int = 500, size: int = 32, classes: int = 10, seed: int = 0, *,
+    overwrite: bool = False,
 ) -> str:
     """P1 layout: a flat folder of `{label}_{index}.png` (labels round-robin, index counts within the class).
 
     Returns a one-line summary of what was written.
     """
     _check(n, size, classes)
-    out = _prepare(out, force)
+    out = prepare_output_dir(Path(out), "--out", overwrite)
     for i in range(n):
         label, index = i % classes, i // classes
         write_image(out / f"{label}_{index}.png", render_object(_rng(seed, "cls", i), label, size))
@@ -278,11 +269,12 @@ def synth_cls(
 
 
 def synth_ssl(
-    out: str | os.PathLike, n: int = 1000, size: int = 64, classes: int = 10, seed: int = 0, *, force: bool = False
+    out: str | os.PathLike, n: int = 1000, size: int = 64, classes: int = 10, seed: int = 0, *,
+    overwrite: bool = False,
 ) -> str:
     """Mini-ImageNet layout: a flat folder of unlabeled `00000.jpg` ... from the officehome object family."""
     _check(n, size, classes)
-    out = _prepare(out, force)
+    out = prepare_output_dir(Path(out), "--out", overwrite)
     digits = max(5, len(str(n - 1)))
     for i in range(n):
         rng = _rng(seed, "ssl", i)
@@ -291,7 +283,8 @@ def synth_ssl(
 
 
 def synth_officehome(
-    out: str | os.PathLike, n: int = 500, size: int = 64, classes: int = 10, seed: int = 0, *, force: bool = False
+    out: str | os.PathLike, n: int = 500, size: int = 64, classes: int = 10, seed: int = 0, *,
+    overwrite: bool = False,
 ) -> str:
     """Office-Home layout: `train/`, `val/` of `00017.jpg`-like names + `train.csv`, `val.csv` (id,filename,label).
 
@@ -300,7 +293,7 @@ def synth_officehome(
     _check(n, size, classes)
     if n < 2 * classes:
         raise DlcvkitError(f"--n {n} is too small for {classes} classes in two splits; use --n {2 * classes} or more")
-    out = _prepare(out, force)
+    out = prepare_output_dir(Path(out), "--out", overwrite)
     labels = np.random.default_rng([seed, _KIND_SEED["officehome"]]).permutation(np.arange(n) % classes)
     seen = np.zeros(classes, dtype=int)
     rows = {"train": [], "val": []}
@@ -322,10 +315,12 @@ def synth_officehome(
     )
 
 
-def synth_seg(out: str | os.PathLike, n: int = 20, size: int = 512, seed: int = 0, *, force: bool = False) -> str:
+def synth_seg(
+    out: str | os.PathLike, n: int = 20, size: int = 512, seed: int = 0, *, overwrite: bool = False
+) -> str:
     """P2 layout: a flat folder of `0000_sat.jpg` (JPEG quality 90) + `0000_mask.png` (exact course colours)."""
     _check(n, size, None, min_size=32)
-    out = _prepare(out, force)
+    out = prepare_output_dir(Path(out), "--out", overwrite)
     digits = max(4, len(str(n - 1)))
     for i in range(n):
         image, ids = render_land_cover(_rng(seed, "seg", i), size, must_have=i % NUM_CLASSES)

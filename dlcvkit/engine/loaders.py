@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -28,10 +28,13 @@ def make_train_loader(dataset: Dataset, sampler: TrainBatches, num_workers: int,
     )
 
 
-def make_eval_loader(dataset: Dataset, data: DataConfig, accelerator: Accelerator) -> DataLoader:
-    """This process's share of the evaluation set, every sample exactly once over all processes."""
+def make_eval_loader(dataset: Dataset, data: DataConfig, accelerator: Accelerator,
+                     keys: Sequence[Hashable] | None = None) -> DataLoader:
+    """This process's share of the evaluation set, every sample exactly once over all processes; with `keys`
+    (e.g. image sizes) only samples of one key share a batch."""
     batches = EvalBatches(
-        len(dataset), data.eval_batch_size or data.batch_size, accelerator.process_index, accelerator.num_processes
+        len(dataset), data.eval_batch_size or data.batch_size, accelerator.process_index, accelerator.num_processes,
+        keys,
     )
     return DataLoader(
         dataset,

@@ -11,35 +11,48 @@ from pathlib import Path
 import torch
 from accelerate.utils import send_to_device, set_seed
 from torch import nn
+from torch.utils.data import Dataset
 
 from dlcvkit.config import write_recipe
-from dlcvkit.data.datasets import skip_unreadable
+from dlcvkit.data.cache import cache_splits
+from dlcvkit.data.datasets import FileDataset, skip_unreadable
 from dlcvkit.engine.checkpoint import kept_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dlcvkit.engine.distributed import convert_sync_batchnorm, make_accelerator, use_deterministic_kernels
 from dlcvkit.engine.ema import EMA
 from dlcvkit.engine.interrupt import StopRequest, TrainingInterrupted
 from dlcvkit.engine.loaders import device_batches, make_eval_loader, make_train_loader
 from dlcvkit.engine.optim import build_optimizer
-from dlcvkit.engine.rundir import check_run_dir
+from dlcvkit.engine.rundir import prepare_run_dir
 from dlcvkit.engine.runlog import RunLog
 from dlcvkit.engine.sampling import TrainBatches
 from dlcvkit.engine.schedule import lr_factor, set_lr
 from dlcvkit.engine.task import RunContext, Task
-from dlcvkit.engine.weights import save_weights
+from dlcvkit.engine.weights import non_finite_key, save_weights
 from dlcvkit.errors import DlcvkitError
 
 
-def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) -> dict:
-    """Train `task` into `run_dir` (from its latest checkpoint with `resume`); stop after `max_steps` optimizer
-    steps if given, without changing the schedules. Returns {"step", "metrics", "best"}."""
+def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train `task` into `run_dir` (from its latest checkpoint with `resume`; replacing the run there with
+    `overwrite`); stop after `max_steps` optimizer steps if given, without changing the schedules.
+    Returns {"step", "metrics", "best"}."""
     recipe, train, run_dir = task.recipe, task.recipe.train, Path(run_dir)
     accelerator = make_accelerator(train, run_dir)
     if train.deterministic:
         use_deterministic_kernels()
     elif accelerator.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    check_run_dir(run_dir, resume)
-    accelerator.wait_for_everyone()  # every process checked the folder before the first file is written
+    if resume:  # only read: a folder without a run to resume says so before anything else
+        prepare_run_dir(accelerator, run_dir, resume=True, overwrite=overwrite)
+    train_set, val_set, notes = _open_data(task)  # before a new run's folder exists: bad input leaves none behind
+    sampler = TrainBatches(
+        len(train_set), recipe.data.batch_size, accelerator.process_index, accelerator.num_processes, train.seed
+    )
+    accum = train.grad_accum
+    steps_per_epoch = sampler.batches_per_epoch // accum
+    if steps_per_epoch == 0:
+        raise DlcvkitError(f"train.grad_accum={accum} is more than the {sampler.batches_per_epoch} batches per epoch")
+    if not resume:
+        prepare_run_dir(accelerator, run_dir, resume=False, overwrite=overwrite)
 
     set_seed(train.seed)  # the same initial weights on every process
     model = task.build_model()
@@ -49,20 +62,12 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
         model = model.to(memory_format=torch.channels_last)
     set_seed(train.seed, device_specific=True)  # then each process draws its own augmentations
 
-    train_set, val_set = task.train_dataset(), task.val_dataset()
-    notes = []
-    if recipe.data.skip_bad:  # checked by every process alike, so they all keep the same samples
-        notes = [skip_unreadable(dataset, f"{key} (data.skip_bad)", recipe.data.num_workers)
-                 for key, dataset in (("data.train", train_set), ("data.val", val_set)) if dataset is not None]
-    sampler = TrainBatches(
-        len(train_set), recipe.data.batch_size, accelerator.process_index, accelerator.num_processes, train.seed
-    )
+    (train_set, val_set), cache_notes = cache_splits(  # with data.cache: decoded once, then read as slices
+        {"data.train": train_set, "data.val": val_set}, recipe.data.cache, recipe.data.cache_dir,
+        workers=recipe.data.num_workers, accelerator=accelerator)
+    notes += cache_notes
     loader = make_train_loader(train_set, sampler, recipe.data.num_workers, accelerator.device)
     val_loader = make_eval_loader(val_set, recipe.data, accelerator) if val_set is not None else None
-    accum = train.grad_accum
-    steps_per_epoch = sampler.batches_per_epoch // accum
-    if steps_per_epoch == 0:
-        raise DlcvkitError(f"train.grad_accum={accum} is more than the {sampler.batches_per_epoch} batches per epoch")
     total_steps = train.epochs * steps_per_epoch
     warmup = recipe.schedule.warmup_steps or round(recipe.schedule.warmup_epochs * steps_per_epoch)
     stop = min(total_steps, max_steps) if max_steps > 0 else total_steps
@@ -133,6 +138,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
                 batches = None
             eval_due = epoch_done and train.eval_every > 0 and ctx.epoch % train.eval_every == 0
             if val_loader is not None and (eval_due or step == stop):
+                _check_finite(net, ema_model, step, run_dir)  # a diverged model is neither evaluated nor kept
                 metrics = _evaluate(task, net, ema_model, val_loader, ctx, log)
                 _keep_best(task, accelerator, net, metrics, state, step, run_dir)
             if epoch_done:
@@ -140,7 +146,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
             if epoch_done or step == stop or (train.ckpt_every and step % train.ckpt_every == 0) or stopping:
                 # never save a diverged model; the flush may also be where the processes agree to stop
                 stopping = log.flush(step, ctx.epoch, optimizer.param_groups[0]["lr"], extra, interrupt.requested)
-                _check_finite(net, step, run_dir)
+                _check_finite(net, ema_model, step, run_dir)
                 state.update(step=step, epoch=ctx.epoch)
                 save_checkpoint(accelerator, run_dir, state, train.keep_last, extra_models)
             if stopping and step < stop:
@@ -158,6 +164,23 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False) 
     accelerator.wait_for_everyone()
     _finish_trackers(accelerator)
     return {"step": step, "metrics": metrics, "best": state["best"]}
+
+
+def _open_data(task: Task) -> tuple[Dataset, Dataset | None, list[str]]:
+    """(training set, validation set, notes): with `data.skip_bad` the samples whose files do not decode are
+    left out (the notes say which); then every file's header is checked (sizes, mask modes), so that a bad
+    input stops the run before its first step. Every process checks alike and keeps the same samples."""
+    data = task.recipe.data
+    datasets = {"data.train": task.train_dataset(), "data.val": task.val_dataset()}
+    notes = []
+    for key, dataset in datasets.items():
+        if dataset is None:
+            continue
+        if data.skip_bad:
+            notes.append(skip_unreadable(dataset, f"{key} (data.skip_bad)", data.num_workers))
+        if isinstance(dataset, FileDataset):
+            dataset.check(data.num_workers)
+    return datasets["data.train"], datasets["data.val"], notes
 
 
 def _finish_trackers(accelerator) -> None:
@@ -192,15 +215,16 @@ def _keep_best(task: Task, accelerator, net: nn.Module, metrics: dict, state: di
         save_weights(net.state_dict(), run_dir / "best.safetensors", {"step": str(step), task.best_metric: str(value)})
 
 
-def _check_finite(net: nn.Module, step: int, run_dir: Path) -> None:
-    """Refuse to checkpoint non-finite weights: an update can make them inf/nan while the loss that led to it
-    was still finite, and the next checkpoint would then overwrite a good one. One host sync per checkpoint."""
-    params = [p.detach() for p in net.parameters()]
-    if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
-        raise DlcvkitError(
-            f"the model's weights became inf/nan at step {step}; {kept_checkpoint(run_dir)} "
-            "(lower optim.lr, set train.clip_grad_norm, or check the data)"
-        )
+def _check_finite(net: nn.Module, ema_model: nn.Module | None, step: int, run_dir: Path) -> None:
+    """Refuse to evaluate or checkpoint non-finite weights (BatchNorm statistics included): an update can make
+    them inf/nan while the loss that led to it was still finite (and the loss is read only every log step), and
+    the evaluation would then keep them as best or the checkpoint overwrite a good one. One host sync per model."""
+    for name, model in (("model", net), ("model EMA", ema_model)):
+        if model is not None and (key := non_finite_key(model.state_dict())) is not None:
+            raise DlcvkitError(
+                f"the {name}'s weights became inf/nan at step {step} (first in '{key}'); {kept_checkpoint(run_dir)} "
+                "(lower optim.lr, set train.clip_grad_norm, or check the data)"
+            )
 
 
 def _format(metrics: dict) -> str:

@@ -9,6 +9,8 @@ with repeated samples, which a summed confusion matrix would count twice).
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 import torch
 from torch.utils.data import Sampler
 
@@ -63,19 +65,21 @@ class EvalBatches(Sampler[list[int]]):
 
     The batches have the same members on any number of processes, so each sample's output is computed in the
     same batch (bit-identical on CPU) and metrics reduced over processes equal the single-process ones exactly.
+    With `keys` (one per sample, e.g. image sizes) a batch holds samples of one key only, so that images of
+    several sizes still stack: the samples of each key in order, keys in order of first appearance.
     """
 
-    def __init__(self, n: int, batch_size: int, rank: int, world: int) -> None:
+    def __init__(self, n: int, batch_size: int, rank: int, world: int, keys: Sequence[Hashable] | None = None) -> None:
         if batch_size < 1:
             raise DlcvkitError(f"the evaluation batch size must be at least 1 (--batch-size), got {batch_size}")
-        self.n, self.batch_size, self.rank, self.world = n, batch_size, rank, world
-
-    def _mine(self) -> range:
-        return range(self.rank, -(-self.n // self.batch_size), self.world)
+        groups: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(keys if keys is not None else [None] * n):
+            groups.setdefault(key, []).append(i)
+        batches = [group[s : s + batch_size] for group in groups.values() for s in range(0, len(group), batch_size)]
+        self.batches = batches[rank::world]
 
     def __len__(self) -> int:
-        return len(self._mine())
+        return len(self.batches)
 
     def __iter__(self):
-        for b in self._mine():
-            yield list(range(b * self.batch_size, min(self.n, (b + 1) * self.batch_size)))
+        yield from self.batches

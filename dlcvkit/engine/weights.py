@@ -1,4 +1,5 @@
-"""Weight files: safetensors by default, `.pt/.pth` only through `torch.load(weights_only=True)`, no pickled models."""
+"""Weight files: safetensors by default, `.pt/.pth` only through `torch.load(weights_only=True)`, no pickled models.
+No file with inf/nan weights is written or read: a diverged model must never pass for a trained one."""
 
 from __future__ import annotations
 
@@ -10,13 +11,33 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.errors import DlcvkitError, first_line
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a `.safetensors`, `.pt`, `.pth` or `.bin` file (a `{"state_dict": ...}` or `{"model": ...}`
-    wrapper is unwrapped); anything else that is not plain tensors is refused."""
-    path = Path(path)
+    wrapper is unwrapped); anything else that is not plain tensors, or inf/nan weights, is refused."""
+    state = _read_tensors(Path(path))
+    if (key := non_finite_key(state)) is not None:
+        raise DlcvkitError(
+            f"weights file {path} holds inf/nan values (first in '{key}'): it was saved from a diverged model; "
+            "use weights saved before the run diverged"
+        )
+    return state
+
+
+def non_finite_key(state: dict[str, torch.Tensor]) -> str | None:
+    """The key of the first floating-point tensor holding inf/nan, or None (integer buffers cannot). One
+    reduction per tensor and one host sync for the whole state."""
+    floats = [(key, tensor) for key, tensor in state.items() if tensor.is_floating_point()]
+    if not floats:
+        return None
+    finite = torch.stack([tensor.isfinite().all() for _, tensor in floats]).cpu()
+    return None if bool(finite.all()) else floats[int((~finite).nonzero()[0])][0]
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, read safely (values not checked)."""
     if not path.is_file():
         raise DlcvkitError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
@@ -29,9 +50,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for unsafe or broken pickles
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DlcvkitError(
-            f"weights file {path} cannot be loaded safely (weights_only=True): {first}; "
+            f"weights file {path} cannot be loaded safely (weights_only=True): {first_line(e)}; "
             "save a state_dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
         ) from None
     for key in ("state_dict", "model", "module"):
@@ -67,9 +87,12 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, 
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write a state_dict as safetensors atomically (temporary file, then rename)."""
+    """Write a state_dict as safetensors atomically (temporary file, then rename); inf/nan weights are refused."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    if (key := non_finite_key(tensors)) is not None:
+        raise DlcvkitError(f"refusing to write {path}: the weights hold inf/nan values (first in '{key}'); "
+                           "the model diverged (lower optim.lr, set train.clip_grad_norm, or check the data)")
     save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
     os.replace(tmp, path)

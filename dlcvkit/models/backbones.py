@@ -11,7 +11,7 @@ from safetensors import safe_open
 from torch import nn
 
 from dlcvkit.engine.weights import load_weights, read_state_dict
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.errors import DlcvkitError, closest, first_line
 
 HUB = "hub"  # `pretrained = "hub"`: let timm download the weights (needs a network)
 
@@ -21,7 +21,7 @@ def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
     (.safetensors / .pth / .pt; torchvision-format state dicts are converted by timm's checkpoint filters),
     or "hub". Every failure becomes a one-line DlcvkitError saying how to fix it."""
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
-        close = timm.list_models(f"*{name.split('.')[0][:4]}*")[:8]
+        close = closest(name.split(".")[0], timm.list_models())
         raise DlcvkitError(f"unknown timm model '{name}'" + (f"; similar: {', '.join(close)}" if close else ""))
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
@@ -36,16 +36,17 @@ def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
             return timm.create_model(name, pretrained=True, **kwargs)
         except Exception as e:  # noqa: BLE001 - hub, network and cache errors come in many types
             raise DlcvkitError(
-                f"could not get pretrained weights for '{name}' from the hub ({_first_line(e)}); offline, download "
+                f"could not get pretrained weights for '{name}' from the hub ({first_line(e)}); offline, download "
                 f"them elsewhere and pass the local file: --set model.pretrained=/path/to/{name}.safetensors (or .pth)"
             ) from None
     path = Path(pretrained)
     if not path.is_file():
         raise DlcvkitError(f"pretrained weights file {path} does not exist (model.pretrained)")
+    read_state_dict(path)  # refuses what is unsafe to unpickle or inf/nan, naming the file; timm then loads it
     try:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     except Exception as e:  # noqa: BLE001 - torch.load / load_state_dict raise RuntimeError, pickle errors, ...
-        raise DlcvkitError(f"pretrained weights {path} do not load into '{name}': {_first_line(e)}") from None
+        raise DlcvkitError(f"pretrained weights {path} do not load into '{name}': {first_line(e)}") from None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -58,11 +59,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # key prefixes under which other dlcvkit runs keep a backbone: a classifier's model.safetensors, a BYOL run's

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.errors import DlcvkitError, did_you_mean
 from dlcvkit.models.backbones import create_backbone
 
 SEGMENTERS = ("fcn32s", "fcn16s", "fcn8s", "deeplabv3")
@@ -158,4 +158,5 @@ def build_segmenter(
             raise DlcvkitError(f"DeepLabv3 output_stride must be 8 or 16, got {output_stride} (model.output_stride)")
         encoder = _encoder(backbone, pretrained, (output_stride,), "dilated DeepLabv3", output_stride=output_stride)
         return DeepLabV3(encoder, num_classes, ASPP_RATES[output_stride])
-    raise DlcvkitError(f"unknown segmenter '{name}'; choose one of {', '.join(SEGMENTERS)} (model.name)")
+    raise DlcvkitError(f"unknown segmenter '{name}'{did_you_mean(name, SEGMENTERS)} (model.name); "
+                       f"choose one of {', '.join(SEGMENTERS)}")

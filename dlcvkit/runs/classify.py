@@ -9,10 +9,13 @@ from pathlib import Path
 from accelerate.utils import gather_object
 
 from dlcvkit.config import TrainConfig
-from dlcvkit.data.datasets import LabeledCsv, UnlabeledFolder, open_labeled
+from dlcvkit.data.cache import cached_for_inference
+from dlcvkit.data.datasets import LabeledCsv, UnlabeledFolder, drop_unreadable, incomplete_output, open_labeled
 from dlcvkit.engine.distributed import make_accelerator
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.outputs import check_output_file
 from dlcvkit.runs.ensemble import ensemble_prediction, evaluate_members, load_members, member_probabilities
+from dlcvkit.runs.export import onnx_members
 from dlcvkit.runs.load import eval_data, skip_bad_samples
 
 
@@ -45,14 +48,32 @@ def evaluate_runs(runs: list[Path], data: Path, *, csv: Path | None = None, layo
 
 
 def predict_runs(runs: list[Path], images: Path, out: Path, *, csv: Path | None = None, weights: str = "best",
-                 batch_size: int = 0, num_workers: int = -1) -> int | None:
-    """Write the predicted class of every image to the CSV `out`: `id,filename,label` in the row order of `csv`,
-    or without it `filename,label` sorted by name; how many rows on the main process, None on the others."""
-    accelerator, members = open_members(runs, weights)
+                 batch_size: int = 0, num_workers: int = -1, onnx: Path | None = None, skip_bad: bool = False,
+                 overwrite: bool = False, cache: str = "none") -> int | None:
+    """Write the predicted class of every image (read at the run's `data.img_size`) to the CSV `out`:
+    `id,filename,label` in the row order of `csv`, or without it `filename,label` sorted by name; how many rows
+    on the main process, None on the others. `onnx`: an export of `dlcvkit export` instead of the runs. With
+    `skip_bad` the images that do not decode are left out, and named in the error raised once the others are
+    written (the output is incomplete); `cache`: the decoded-image cache (dlcvkit.data.cache)."""
+    check_output_file(out, "--out", overwrite, {"--csv": csv, "--images": images})
+    if onnx is None:
+        accelerator, members = open_members(runs, weights)
+    elif runs:
+        raise DlcvkitError("predict cls: pass --run RUN_DIR (one or more) or --onnx MODEL.onnx, not both")
+    else:
+        accelerator, members = onnx_members(onnx)
     loading = eval_data(members[0].recipe, batch_size, num_workers)
+    skipped: list[Path] = []
+    total = 0
 
     def open_images(size: int):
-        return UnlabeledFolder(images, size) if csv is None else LabeledCsv(csv, images, size)
+        nonlocal skipped, total
+        dataset = UnlabeledFolder(images, size) if csv is None else LabeledCsv(csv, images, size)
+        total = len(dataset)
+        if skip_bad:
+            skipped = drop_unreadable(dataset, f"--skip-bad {images}", loading.num_workers)
+        return cached_for_inference(dataset, f"--images {images}", cache, members[0].recipe.data.cache_dir,
+                                    loading.num_workers, accelerator)
 
     indices, probs, dataset = member_probabilities(members, open_images, accelerator, loading.eval_batch_size,
                                                    loading.num_workers)
@@ -70,4 +91,6 @@ def predict_runs(runs: list[Path], images: Path, out: Path, *, csv: Path | None 
                 writer.writerow(["id", "filename", "label"])
                 writer.writerows((dataset.ids[i], name, labels[i]) for i, name in enumerate(dataset.names))
     accelerator.wait_for_everyone()
+    if skipped:
+        raise incomplete_output(skipped, total, f"predictions are in {out}")
     return len(pairs) if accelerator.is_main_process else None

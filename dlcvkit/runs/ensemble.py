@@ -69,9 +69,9 @@ def member_probabilities(
         for batch in device_batches(loader, accelerator.device):
             for k in group:
                 outputs[k].append(classifier_logits(members[k].model, batch["image"]).float().softmax(dim=1))
-        for k in group:
-            classes = members[k].model.head[-1].out_features
-            probs[k] = torch.cat(outputs[k]) if outputs[k] else torch.zeros(0, classes, device=accelerator.device)
+        for k in group:  # an empty shard (more processes than images) asks the model for its classes
+            probs[k] = torch.cat(outputs[k]) if outputs[k] else torch.zeros(
+                0, members[k].model.head[-1].out_features, device=accelerator.device)
     return indices, torch.stack(probs), dataset
 
 

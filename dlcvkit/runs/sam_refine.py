@@ -173,14 +173,18 @@ class SamSummary:
 
 def run_sam(images: Path, out: Path, checkpoint: Path, *, model_type: str | None = None, points_per_side: int = 32,
             pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95, refine_run: Path | None = None,
-            weights: str = "best", device: str = "auto") -> SamSummary:
-    """`sam_image` for every xxxx_sat.jpg of `images`, one image at a time, with a progress bar."""
+            weights: str = "best", device: str = "auto", overwrite: bool = False) -> SamSummary:
+    """`sam_image` for every xxxx_sat.jpg of `images`, one image at a time, with a progress bar. OUT must be new
+    or empty, or `overwrite`; never an input's folder."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from dlcvkit.data.datasets import SatellitePairs
     from dlcvkit.models.sam import load_sam
+    from dlcvkit.outputs import check_output_dir
 
+    check_output_dir(out, "--out", overwrite, {"--images": images, "--refine-run": refine_run,
+                                               "--checkpoint": checkpoint})
     dataset = SatellitePairs(images, with_masks=False)
     where = pick_device(device)
     model = load_sam(checkpoint, model_type, where)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs
+from dlcvkit.data.cache import cached_for_inference
+from dlcvkit.data.datasets import SatellitePairs, describe_skipped, drop_unreadable, incomplete_output
 from dlcvkit.data.masks import NUM_CLASSES, write_mask
 from dlcvkit.engine.distributed import make_accelerator
 from dlcvkit.engine.loaders import device_batches, make_eval_loader
 from dlcvkit.engine.metrics import Confusion
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.runs.load import eval_data, load_run, run_recipe, skip_bad_samples
+from dlcvkit.outputs import check_output_dir
+from dlcvkit.runs.export import onnx_run
+from dlcvkit.runs.load import eval_data, load_run, run_recipe
 from dlcvkit.tasks.segment import predict_masks, red_class
 
 
@@ -26,47 +29,41 @@ def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device 
 
 
 def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, batch_size: int, num_workers: int,
-                red_as: int | None, skip_bad: bool = False):
-    """(accelerator, recipe, model, this process's batches) for inference over a P2 folder read at its own size;
-    with `skip_bad`, pairs with a file that does not decode are left out (reported on stderr)."""
-    accelerator = make_accelerator(run_recipe(run_dir).train)
-    recipe, model = load_segment_run(run_dir, weights, accelerator.device)
+                red_as: int | None, skip_bad: bool = False, mask_format: str | None = None, cache: str = "none"):
+    """(accelerator, recipe, model, this process's batches, skipped files, samples) for inference over a P2
+    folder read at its own size, images of one size per batch; with `skip_bad`, pairs with a file that does not
+    decode are left out (the skipped files, of all samples); masks are in `mask_format` (default: the run's);
+    `cache`: the decoded-image cache (dlcvkit.data.cache). `run_dir` may also be a model file from
+    `dlcvkit export`, run by onnxruntime on the CPU."""
+    if Path(run_dir).is_file():
+        recipe, model = onnx_run(run_dir, "segment")
+        accelerator = make_accelerator(recipe.train)
+    else:
+        accelerator = make_accelerator(run_recipe(run_dir).train)
+        recipe, model = load_segment_run(run_dir, weights, accelerator.device)
     red = red_class(recipe.data.red_as) if red_as is None else red_as
-    dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red)
+    dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red,
+                             mask_format=mask_format or recipe.data.mask_format)
     data = eval_data(recipe, batch_size, num_workers)
-    if skip_bad:
-        skip_bad_samples(dataset, folder, data.num_workers, accelerator)
-    if data.eval_batch_size > 1:
-        _check_one_size(dataset)
-    batches = device_batches(make_eval_loader(dataset, data, accelerator), accelerator.device)
-    return accelerator, recipe, model, batches
-
-
-def _check_one_size(dataset: SatellitePairs) -> None:
-    """Batches stack images, so a folder must hold one image size (read from the file headers only)."""
-    first = None
-    for name in dataset.names:
-        path = dataset.root / f"{name}{SAT_SUFFIX}"
-        try:
-            with Image.open(path) as img:
-                size = img.size
-        except (UnidentifiedImageError, OSError) as e:
-            raise DlcvkitError(f"cannot decode image {path}: {e}; remove or replace it") from None
-        if first is None:
-            first = (path.name, size)
-        elif size != first[1]:
-            raise DlcvkitError(
-                f"{path.name} is {size[0]}x{size[1]} but {first[0]} is {first[1][0]}x{first[1][1]} in "
-                f"{dataset.root}; batches need one size: pass --batch-size 1"
-            )
+    total = len(dataset)
+    skipped = drop_unreadable(dataset, f"--skip-bad {folder}", data.num_workers) if skip_bad else []
+    sizes = dataset.check(data.num_workers)  # stacked in batches of one size
+    dataset = cached_for_inference(dataset, str(folder), cache, recipe.data.cache_dir, data.num_workers,
+                                   accelerator)
+    batches = device_batches(make_eval_loader(dataset, data, accelerator, sizes), accelerator.device)
+    return accelerator, recipe, model, batches, skipped, total
 
 
 def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_size: int = 0, num_workers: int = -1,
-                 red_as: int | None = None, tta: bool = False, skip_bad: bool = False) -> tuple[torch.Tensor, bool]:
+                 red_as: int | None = None, tta: bool = False, skip_bad: bool = False,
+                 mask_format: str | None = None) -> tuple[torch.Tensor, bool]:
     """The 7x7 confusion matrix of a run's predictions on a P2 folder, at the masks' own size, every image
-    counted once over all processes (identical on 1 and N processes); and whether this is the main process."""
-    accelerator, recipe, model, batches = _run_loader(run_dir, data_dir, True, weights, batch_size, num_workers,
-                                                      red_as, skip_bad)
+    counted once over all processes (identical on 1 and N processes); and whether this is the main process.
+    With `skip_bad` the pairs that do not decode are left out, with a note on stderr."""
+    accelerator, recipe, model, batches, skipped, total = _run_loader(
+        run_dir, data_dir, True, weights, batch_size, num_workers, red_as, skip_bad, mask_format)
+    if skip_bad and accelerator.is_main_process:
+        print(f"dlcvkit: note: --data {data_dir} (--skip-bad): {describe_skipped(skipped, total)}", file=sys.stderr)
     confusion = Confusion(NUM_CLASSES, accelerator.device)
     with accelerator.autocast():
         for batch in batches:
@@ -76,11 +73,17 @@ def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_
 
 
 def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str = "best", batch_size: int = 0,
-                num_workers: int = -1, tta: bool = False) -> int:
-    """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg`; returns how many this
-    process wrote (processes share the images under `dlcvkit launch`)."""
-    accelerator, recipe, model, batches = _run_loader(run_dir, images_dir, False, weights, batch_size, num_workers,
-                                                      None)
+                num_workers: int = -1, tta: bool = False, skip_bad: bool = False, overwrite: bool = False,
+                cache: str = "none") -> int:
+    """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg` with a run's model (or
+    its ONNX export); returns how many this process wrote (processes share the images under `dlcvkit launch`).
+    OUT_DIR must be new or empty, or `overwrite`; never the images' folder. With `skip_bad` the images that do not
+    decode are left out, and named in the error raised once every other mask is written (the output is
+    incomplete); `cache`: the decoded-image cache (dlcvkit.data.cache)."""
+    check_output_dir(out_dir, "--out", overwrite, {"--images": images_dir, "--run": run_dir})
+    accelerator, recipe, model, batches, skipped, total = _run_loader(
+        run_dir, images_dir, False, weights, batch_size, num_workers, None, skip_bad, cache=cache)
+    accelerator.wait_for_everyone()  # every process checked OUT_DIR before any writes into it
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
     with accelerator.autocast():
@@ -90,4 +93,6 @@ def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str 
                 write_mask(out_dir / f"{name}_mask.png", mask)
             written += len(masks)
     accelerator.wait_for_everyone()
+    if skipped:
+        raise incomplete_output(skipped, total, f"masks are in {out_dir}")
     return written

@@ -13,7 +13,7 @@ from torch import nn
 from dlcvkit.augment.classify import classification_augment, mixup_cutmix
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.config import Recipe
-from dlcvkit.data.datasets import open_labeled
+from dlcvkit.data.datasets import classes_from_labels, open_labeled
 from dlcvkit.engine.metrics import Confusion, accuracy, per_class_accuracy
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.errors import DlcvkitError
@@ -79,12 +79,16 @@ class ClassifyTask(Task):
 
     @staticmethod
     def open_train(recipe: ClassifyRecipe):
-        """The labelled training set of `recipe.data` (its labels checked against `model.num_classes` if set)."""
+        """The labelled training set of `recipe.data` (its labels checked against `model.num_classes` if set, else
+        for gaps: the classes are then 0..C-1, each present)."""
         data = recipe.data
         if not data.train:
             raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
-        return open_labeled(data.train, size=data.img_size, layout=data.layout,
-                            num_classes=recipe.model.num_classes or None)
+        dataset = _labelled(open_labeled(data.train, size=data.img_size, layout=data.layout,
+                                         num_classes=recipe.model.num_classes or None), "--data")
+        if not recipe.model.num_classes:
+            classes_from_labels(dataset)
+        return dataset
 
     def train_dataset(self):
         if self._train is None:
@@ -95,7 +99,8 @@ class ClassifyTask(Task):
         data = self.recipe.data
         if not data.val:
             return None
-        return open_labeled(data.val, size=data.img_size, layout=data.layout, num_classes=self.num_classes)
+        return _labelled(open_labeled(data.val, size=data.img_size, layout=data.layout, num_classes=self.num_classes),
+                         "--val")
 
     def augment(self, batch: dict) -> dict:
         images = normalize(self._augment(to_unit(batch["image"])))
@@ -122,3 +127,10 @@ class ClassifyTask(Task):
             confusion.update(classifier_logits(model, batch["image"]).argmax(dim=1), batch["label"])
         matrix = confusion.reduce(ctx.accelerator)
         return {"acc": accuracy(matrix), "per_class_acc": per_class_accuracy(matrix).tolist()}
+
+
+def _labelled(dataset, option: str):
+    """`dataset`, which training needs with labels (an inference CSV has none)."""
+    if dataset.labels is None:
+        raise DlcvkitError(f"{option}: {dataset.label_source(0)} has no label; training needs id,filename,label rows")
+    return dataset

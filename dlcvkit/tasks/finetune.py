@@ -12,10 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from dlcvkit.engine.rundir import check_series_dir, mark_folder
 from dlcvkit.engine.task import RunContext
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.backbones import load_backbone_weights
 from dlcvkit.models.classifier import Classifier
+from dlcvkit.outputs import check_output_file
 from dlcvkit.runs.features import extract_features
 from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
 from dlcvkit.tasks.registry import run_training
@@ -38,6 +40,7 @@ SETTINGS = {
     "D": Setting("w/ labels (supervised backbone)", "frozen backbone, classifier only", "supervised", True),
     "E": Setting("w/o labels (our BYOL backbone)", "frozen backbone, classifier only", "byol", True),
 }
+SETTINGS_TABLE_FILES = ("settings.csv", "settings.md")  # beside the settings' run folders OUT/A ... OUT/E
 
 
 @dataclass
@@ -115,7 +118,7 @@ class FinetuneTask(ClassifyTask):
 def write_settings_table(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
     """The A–E table (setting, pre-training, fine-tuning, validation accuracy) as settings.csv and settings.md."""
     header = ["setting", "pre-training", "fine-tuning", "validation accuracy"]
-    csv_path, md_path = out_dir / "settings.csv", out_dir / "settings.md"
+    csv_path, md_path = (out_dir / name for name in SETTINGS_TABLE_FILES)
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
@@ -127,17 +130,24 @@ def write_settings_table(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
 
 
 def run_all_settings(recipe: Path | None, data: str | None, val: str, out: Path, overrides: list[str],
-                     max_steps: int, supervised: Path, byol_backbone: Path) -> tuple[list[dict], Path, Path] | None:
+                     max_steps: int, supervised: Path, byol_backbone: Path,
+                     overwrite: bool = False) -> tuple[list[dict], Path, Path] | None:
     """Run A–E into OUT/A ... OUT/E and write the table as OUT/settings.csv and OUT/settings.md; (its rows, the
     two paths) on the main process of a launch, which alone writes it, None on the others."""
+    main = int(os.environ.get("RANK", "0")) == 0  # one table, written by the main process of a launch
+    check_series_dir(out, SETTINGS, overwrite)  # before any setting trains: none is refused after others ran
+    for table_file in SETTINGS_TABLE_FILES:
+        check_output_file(out / table_file, "--out", overwrite)
+    if main:
+        mark_folder(out)
     files = {"": None, "supervised": supervised, "byol": byol_backbone}
     rows = []
     for name, row in SETTINGS.items():
         summary = run_training("finetune", recipe=recipe, data=data, val=val, out=out / name,
                                overrides=overrides + setting_overrides(name, files[row.source]), max_steps=max_steps,
-                               resume=None)
+                               resume=None, overwrite=overwrite)
         rows.append({"setting": name, "pretraining": row.pretraining, "finetuning": row.finetuning,
                      "acc": summary["best"] if summary["best"] is not None else summary["metrics"]["acc"]})
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not main:
         return None
     return rows, *write_settings_table(rows, out)

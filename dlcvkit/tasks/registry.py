@@ -8,7 +8,7 @@ import importlib
 from pathlib import Path
 from typing import NamedTuple
 
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.errors import DlcvkitError, did_you_mean
 
 
 class Entry(NamedTuple):
@@ -37,7 +37,7 @@ TASKS = {
 def task_classes(name: str) -> tuple[type, type]:
     """(recipe class, task class) of a task name."""
     if name not in TASKS:
-        raise DlcvkitError(f"unknown task '{name}'; known tasks: {', '.join(sorted(TASKS))}")
+        raise DlcvkitError(f"unknown task '{name}'{did_you_mean(name, TASKS)}; known tasks: {', '.join(sorted(TASKS))}")
     entry = TASKS[name]
     module = importlib.import_module(entry.module)
     return getattr(module, entry.recipe), getattr(module, entry.task)
@@ -53,7 +53,7 @@ def build_task(recipe):
 
 # Keys that may change when a run is resumed without changing what it computes.
 RESUME_SAFE_KEYS = (
-    "data.train", "data.val", "data.num_workers", "data.eval_batch_size",
+    "data.train", "data.val", "data.num_workers", "data.eval_batch_size", "data.cache", "data.cache_dir",
     "train.log_every", "train.ckpt_every", "train.keep_last", "train.tensorboard", "train.eval_every",
 )
 
@@ -65,7 +65,9 @@ def resolve_recipe(recipe_cls, recipe: Path | None, resume: Path | None, overrid
 
     if resume is None:
         if recipe is None:
-            raise DlcvkitError("--recipe is required for a new run (see the recipes/ folder), or --resume RUN_DIR")
+            raise DlcvkitError(
+                "--recipe is required for a new run (`dlcvkit recipes` lists the shipped ones), or --resume RUN_DIR"
+            )
         return load_recipe(recipe, recipe_cls, overrides)
     saved_path = resume / "recipe.toml"
     if not saved_path.is_file():
@@ -83,9 +85,9 @@ def resolve_recipe(recipe_cls, recipe: Path | None, resume: Path | None, overrid
 
 
 def run_training(name: str, *, recipe: Path | None, data: str | None, val: str | None, out: Path | None,
-                 overrides: list[str] | None, max_steps: int, resume: Path | None) -> dict:
-    """Train task `name`: resolve the recipe, build the task, run the engine and write the run's report (main
-    process); returns `fit`'s summary."""
+                 overrides: list[str] | None, max_steps: int, resume: Path | None, overwrite: bool = False) -> dict:
+    """Train task `name`: resolve the recipe, build the task, run the engine (replacing the run in `out` with
+    `overwrite`) and write the run's report (main process); returns `fit`'s summary."""
     from accelerate import PartialState
 
     from dlcvkit.engine.loop import fit
@@ -104,7 +106,8 @@ def run_training(name: str, *, recipe: Path | None, data: str | None, val: str |
     if max_steps < 0:
         raise DlcvkitError("--max-steps must be >= 0")
     resolved = resolve_recipe(task_classes(name)[0], recipe, resume, overrides)
-    summary = fit(build_task(resolved), Path(run_dir), max_steps=max_steps, resume=resume is not None)
+    summary = fit(build_task(resolved), Path(run_dir), max_steps=max_steps, resume=resume is not None,
+                  overwrite=overwrite)
     if PartialState().is_main_process:
         write_run_report(Path(run_dir))
     return summary

@@ -29,6 +29,7 @@ TRACK_DIR = "track"  # RUN_DIR/track/epoch_XXX/NAME_mask.png, and the grid RUN_D
 class SegmentData(DataConfig):
     img_size: int = 512  # a multiple of 32; validation mIoU during training is measured at this size
     red_as: int = -1  # class id for red (255,0,0) mask pixels; -1: red is an error (the course defines no red)
+    mask_format: Literal["colour", "index"] = "colour"  # colour: course colours; index: grey class ids 0..6
 
 
 @dataclass
@@ -90,7 +91,8 @@ class SegmentTask(Task):
         data = self.recipe.data
         if not data.train:
             raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
-        return SatellitePairs(data.train, size=data.img_size, red_as=red_class(data.red_as))
+        return SatellitePairs(data.train, size=data.img_size, red_as=red_class(data.red_as),
+                              mask_format=data.mask_format)
 
     def val_dataset(self) -> SatellitePairs | None:
         data, track = self.recipe.data, self.recipe.viz.track
@@ -98,7 +100,8 @@ class SegmentTask(Task):
             if track:
                 raise DlcvkitError("--track needs validation data: pass --val DIR (or set data.val)")
             return None
-        dataset = SatellitePairs(data.val, size=data.img_size, red_as=red_class(data.red_as))
+        dataset = SatellitePairs(data.val, size=data.img_size, red_as=red_class(data.red_as),
+                                 mask_format=data.mask_format)
         missing = [name for name in track if name not in dataset.names]
         if missing:
             raise DlcvkitError(

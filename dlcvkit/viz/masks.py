@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from dlcvkit.data.images import read_image, write_image
-from dlcvkit.data.masks import CLASS_NAMES, PALETTE, classes_to_rgb, read_colour_mask
+from dlcvkit.data.masks import CLASS_NAMES, PALETTE, classes_to_rgb, read_mask
 from dlcvkit.errors import DlcvkitError
 
 
@@ -36,14 +36,15 @@ def overlay(image: torch.Tensor, ids: torch.Tensor, alpha: float = 0.4, width: i
 
 
 def write_overlay(image: str | os.PathLike, mask: str | os.PathLike, out: str | os.PathLike, alpha: float = 0.4,
-                  width: int = 1, red_as: int | None = None) -> None:
-    """Write `overlay` of an image file and its colour mask file (ground truth or prediction) to `out`."""
+                  width: int = 1, red_as: int | None = None, mask_format: str = "colour") -> None:
+    """Write `overlay` of an image file and its mask file (ground truth or prediction, in `mask_format`) to
+    `out`."""
     if not 0 <= alpha <= 1:
         raise DlcvkitError(f"--alpha {alpha}: use a value in [0, 1]")
     if width < 0:
         raise DlcvkitError(f"--width {width}: use 0 or more pixels")
     picture = read_image(image)
-    ids = read_colour_mask(mask, red_as)
+    ids = read_mask(mask, red_as, mask_format)
     if tuple(ids.shape) != tuple(picture.shape[1:]):
         raise DlcvkitError(
             f"{image} is {picture.shape[2]}x{picture.shape[1]} but {mask} is {ids.shape[1]}x{ids.shape[0]}; "

@@ -145,7 +145,8 @@ def _check_records(records, benches):
         assert 0 < r["ms_min"] <= r["ms_median"] <= r["ms_max"]
         assert r["samples_per_s"] == pytest.approx(1e3 * r["items"] / r["ms_median"])
         assert r["machine"]["threads"] >= 1 and r["machine"]["versions"]["torch"] == torch.__version__
-    reference = {"augment": "torchvision", "train": "bare", "ema": "timm", "miou": "torchmetrics"}
+    reference = {"augment": "torchvision", "train": "bare", "ema": "timm", "miou": "torchmetrics",
+                 "loader": "dlcvkit decode"}
     for r in records:
         ref = next((x for x in records if x["case"] == r["case"] and x["contender"] == reference.get(r["bench"])),
                    None)
@@ -198,7 +199,7 @@ def test_bench_infer(tmp_path, cache):
     records = _run(tmp_path, "infer", "--model", TINY, "--images", 2, "--img-size", 64, "--batch", 2, "--workers", 0,
                    "--repeats", 2, "--warmup", 0, "--cache", cache)
     _check_records(records, ["infer"])
-    assert [r["contender"] for r in records] == ["dlcvkit", "forward"]
+    assert [r["contender"] for r in records] == ["dlcvkit", "forward", "onnxruntime"]
 
 
 def test_bench_all_smoke_as_a_user_runs_it(tmp_path):
@@ -208,6 +209,6 @@ def test_bench_all_smoke_as_a_user_runs_it(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = json.loads(path.read_text())
-    _check_records(records, ["augment", "train", "ema", "miou", "eval_seg", "infer"])
+    _check_records(records, ["augment", "train", "ema", "miou", "eval_seg", "infer", "loader"])
     assert {r["case"].split()[0] for r in records if r["bench"] == "train"} == {"byol", "cls", "seg"}
     assert "goals" in proc.stdout and "threads" in proc.stdout

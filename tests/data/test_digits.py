@@ -15,7 +15,7 @@ from dlcvkit.data.digits import export_digits
 from dlcvkit.errors import DlcvkitError
 from tests.cli_runner import dlcvkit
 
-RECIPE = Path(__file__).parents[2] / "recipes" / "demo_cls.toml"
+RECIPE = "demo_cls"  # a shipped recipe, by name
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dlcvkit.data.masks import PALETTE, read_colour_mask, write_mask
+from dlcvkit.data.masks import PALETTE, read_mask, write_mask
 from tests.cli_runner import dlcvkit_here
 
 # Two 2x3 images. Pixel (0, 2) of "a" is Unknown (6) predicted Urban (0): a false positive of Urban, as the
@@ -144,7 +144,7 @@ def test_rgb_mask_round_trip_in_course_colours_and_palette_pngs(tmp_path):
     on_disk = Image.open(tmp_path / "m_mask.png")
     assert on_disk.mode == "RGB"
     assert np.array_equal(np.asarray(on_disk)[0, :7], PALETTE.numpy())
-    assert torch.equal(read_colour_mask(tmp_path / "m_mask.png"), ids)
+    assert torch.equal(read_mask(tmp_path / "m_mask.png"), ids)
     palette_png = on_disk.convert("P", palette=Image.Palette.ADAPTIVE, colors=7)  # indexed-colour PNGs are colours
     palette_png.save(tmp_path / "p_mask.png")
-    assert torch.equal(read_colour_mask(tmp_path / "p_mask.png"), ids)
+    assert torch.equal(read_mask(tmp_path / "p_mask.png"), ids)

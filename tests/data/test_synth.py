@@ -96,12 +96,12 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, make, kwargs):
     assert not set(images_a) & set(images_c)  # every image changes with the seed
 
 
-def test_refuses_a_non_empty_folder_unless_forced(tmp_path):
+def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(DlcvkitError, match="is not empty"):
         synth_cls(tmp_path, n=2, size=32, classes=2)
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
-    synth_cls(tmp_path, n=2, size=32, classes=2, force=True)
+    synth_cls(tmp_path, n=2, size=32, classes=2, overwrite=True)
     assert (tmp_path / "keep.txt").read_text() == "mine" and (tmp_path / "1_0.png").is_file()
 
 
@@ -119,4 +119,4 @@ def test_cli_synth_seg_then_refuses_to_overwrite(tmp_path):
     again = dlcvkit("data", "synth", "seg", "--out", str(out), "--n", "3", "--size", "64")
     assert again.returncode == 2
     assert "Traceback" not in again.stderr and len(again.stderr.strip().splitlines()) == 1
-    assert str(out) in again.stderr and "--force" in again.stderr
+    assert str(out) in again.stderr and "--overwrite" in again.stderr

@@ -47,3 +47,13 @@ def test_eval_counts_each_sample_once_in_the_same_batches(world):
 def test_eval_with_more_processes_than_batches():
     shards = [list(EvalBatches(3, 4, rank=r, world=2)) for r in range(2)]
     assert shards == [[[0, 1, 2]], []]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_eval_batches_by_key_hold_one_key_and_every_sample_once(world):
+    keys = ["a", "b", "a", "a", "c", "b", "a"]  # e.g. image sizes
+    single = list(EvalBatches(len(keys), 2, rank=0, world=1, keys=keys))
+    assert single == [[0, 2], [3, 6], [1, 5], [4]]  # each key's samples in order, keys by first appearance
+    shards = [list(EvalBatches(len(keys), 2, rank=r, world=world, keys=keys)) for r in range(world)]
+    assert sorted(b for shard in shards for b in shard) == sorted(single)  # the same batches on any world size
+    assert sorted(i for shard in shards for b in shard for i in b) == list(range(len(keys)))

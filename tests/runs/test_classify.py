@@ -21,7 +21,7 @@ from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.runs.load import load_run
 
-RECIPE = Path(__file__).parents[2] / "recipes" / "demo_cls.toml"
+RECIPE = "demo_cls"  # a shipped recipe, by name
 EVAL_BATCH = 8
 
 

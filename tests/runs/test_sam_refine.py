@@ -6,7 +6,6 @@ import re
 import subprocess
 import sys
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from dlcvkit.runs.sam_refine import Regions, paint_regions, read_regions, region
 from dlcvkit.tasks.segment import predict_masks
 from tests.cli_runner import dlcvkit, dlcvkit_here
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo_seg.toml"
+RECIPE = "demo_seg"  # a shipped recipe, by name
 TINY_SIZE, TINY_PATCH, TINY_DIM = 64, 8, 32
 # thresholds 0: random weights predict low IoUs and unstable masks; SAM's defaults would keep none
 LOOSE = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]

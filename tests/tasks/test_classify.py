@@ -1,7 +1,5 @@
 """Classifier heads, pooling and small-image handling built from recipes; mixup wiring of the classify task."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -9,9 +7,8 @@ from torch import nn
 from dlcvkit.config import load_recipe
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.classifier import build_classifier
+from dlcvkit.recipes import shipped
 from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
-
-RECIPES = Path(__file__).parents[2] / "recipes"
 
 
 def _linear_params(*widths: int) -> int:
@@ -19,12 +16,12 @@ def _linear_params(*widths: int) -> int:
 
 
 def _model(recipe: str, *overrides: str) -> nn.Module:
-    recipe = load_recipe(RECIPES / recipe, ClassifyRecipe, ["model.pretrained=", "model.num_classes=50", *overrides])
+    recipe = load_recipe(shipped(recipe), ClassifyRecipe, ["model.pretrained=", "model.num_classes=50", *overrides])
     return ClassifyTask(recipe).build_model().eval()
 
 
 def test_vgg16bn_recipe_is_vgg16_with_linear_25088_to_50():
-    model = _model("cls_p1_vgg16bn.toml")
+    model = _model("cls_p1_vgg16bn")
     linears = [m for m in model.head if isinstance(m, nn.Linear)]
     assert [(l.in_features, l.out_features) for l in linears] == [(25088, 50)]
     assert sum(p.numel() for p in model.head.parameters()) == _linear_params(25088, 50)
@@ -35,7 +32,7 @@ def test_vgg16bn_recipe_is_vgg16_with_linear_25088_to_50():
 
 
 def test_vgg19bn_mlp_head_is_a_recipe_with_torchvisions_layers():
-    model = _model("cls_p1_vgg16bn.toml", "model.backbone=vgg19_bn", "model.head=[4096, 4096]",
+    model = _model("cls_p1_vgg16bn", "model.backbone=vgg19_bn", "model.head=[4096, 4096]",
                    "model.dropout=0.5", "model.small_images=none")
     kinds = [type(m).__name__ for m in model.head]
     assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]  # torchvision's classifier
@@ -45,7 +42,7 @@ def test_vgg19bn_mlp_head_is_a_recipe_with_torchvisions_layers():
 
 
 def test_resnet50_recipe_has_linear_2048_to_50():
-    model = _model("cls_p1_resnet50.toml")
+    model = _model("cls_p1_resnet50")
     assert [(m.in_features, m.out_features) for m in model.head] == [(2048, 50)]
 
 

@@ -2,7 +2,6 @@
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 import timm
@@ -18,6 +17,7 @@ from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.byol import build_byol
 from dlcvkit.models.backbones import load_backbone_weights
+from dlcvkit.recipes import shipped
 from dlcvkit.runs.load import load_run
 from dlcvkit.tasks.finetune import (
     SETTINGS,
@@ -169,12 +169,9 @@ def test_predict_cls_on_a_finetune_run(files, table):
     assert [int(p["label"]) for p in predictions] == expected
 
 
-RECIPES = Path(__file__).parents[2] / "recipes"
-
-
 @pytest.mark.parametrize("name", ["byol_resnet50_mini", "byol_report", "demo_byol", "finetune_officehome",
                                   "demo_finetune"])
 def test_recipes_load_with_exactly_the_recipe_fields(name):
-    task = tomllib.loads((RECIPES / f"{name}.toml").read_text())["task"]
-    recipe = load_recipe(RECIPES / f"{name}.toml", task_classes(task)[0])  # unknown keys would raise
+    task = tomllib.loads(shipped(name).read_text())["task"]
+    recipe = load_recipe(shipped(name), task_classes(task)[0])  # unknown keys would raise
     assert recipe.model.backbone == ("resnet18" if name.startswith("demo") else "resnet50")
