@@ -92,7 +92,7 @@ def test_the_demo_takes_every_recipe_from_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(dlcvkit.demo, "demo_blocks", lambda demo: [])
     monkeypatch.setattr(dlcvkit.demo, "write_report", lambda blocks, out: None)
     monkeypatch.chdir(tmp_path)
-    dlcvkit.demo.run_demo(tmp_path / "out", quick=True)
+    dlcvkit.demo.run_demo(tmp_path / "out", lambda args: None, quick=True)
     assert sorted({p.name for p in recipes}) == ["demo_byol.toml", "demo_cls.toml", "demo_finetune.toml",
                                                   "demo_seg.toml"]
     assert all(p.parent == PACKAGE_RECIPES and p.is_file() for p in recipes)
