@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -13,6 +15,13 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 
 def normalize(images: torch.Tensor, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> torch.Tensor:
     """(x − mean) / std per channel, for float images in [0, 1] (ImageNet statistics, as timm's backbones expect)."""
-    mean = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+    mean, std = _channel_constants(tuple(mean), tuple(std), images.device, images.dtype)
     return (images - mean) / std
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_constants(mean: tuple, std: tuple, device: torch.device, dtype: torch.dtype) -> tuple:
+    """`mean` and `std` as (1 c 1 1) tensors on `device`, made once: a tensor built from Python numbers on a GPU
+    is a blocking host-to-device copy, which waits for all queued GPU work, and must not happen every step."""
+    with torch.inference_mode(False):  # also usable by training when first made under inference mode
+        return tuple(torch.tensor(v, device=device, dtype=dtype).view(1, -1, 1, 1) for v in (mean, std))

@@ -1,4 +1,4 @@
-"""`dlcvkit bench ...`: throughput benchmarks (augment, train, ema, miou, infer, loader, all); a rich table on the
+"""`dlcvkit bench ...`: throughput benchmarks (augment, train, ema, miou, infer, loader, all, gpu); a rich table on the
 terminal and, with --json, the records as a JSON list. Defaults are the sizes of `dlcvkit.bench.suite.FULL`."""
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ class Task(str, Enum):
 
 class InferTask(str, Enum):
     seg = "seg"
+
+
+class GpuSize(str, Enum):
+    full = "full"
+    tiny = "tiny"
 
 
 class Precision(str, Enum):
@@ -255,3 +260,50 @@ def all_(
 
     dev, info, cache = _start(threads, json_path, overwrite, device, cache)
     _finish(run_suite(SMOKE if smoke else FULL, dev, cache), info, json_path)
+
+
+@app.command()
+def gpu(
+    size: Annotated[GpuSize, typer.Option("--size", help="full: the course's models and sizes on one CUDA GPU "
+                                                         "(under 8 minutes); tiny: toy sizes, the dry run (also on "
+                                                         "the CPU).")] = GpuSize.full,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this part (repeatable).")] = None,
+    skip: Annotated[Optional[list[str]], typer.Option("--skip", help="Do not run this part (repeatable).")] = None,
+    budget: Annotated[int, typer.Option("--budget", help="Seconds for all parts (0 = no limit); a part that no "
+                                                         "longer fits is recorded as skipped.")] = 450,
+    timeout: Annotated[int, typer.Option("--timeout", help="Seconds per part (0 = each part's own limit).")] = 0,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Run the parts in this process: quicker to "
+                                                                  "start, but no time limit per part.")] = False,
+    md_path: Annotated[Optional[Path], typer.Option("--md", help="Also write the report as Markdown here.")] = None,
+    threads: ThreadsOpt = 0,
+    device: DeviceOpt = "auto",
+    cache: CacheOpt = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the check (JSON) here.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Every GPU path of the course's jobs once, part by part: throughput against its goals, peak memory, and
+    the exactness checks (resume, GPU vs CPU evaluation). Parts: see dlcvkit/bench/gpu.py."""
+    from dlcvkit.bench.gpu import gpu_check, markdown, print_summary, write_json
+    from dlcvkit.outputs import check_output_file
+
+    if md_path is not None:
+        check_output_file(md_path, "--md", overwrite)
+    dev, info, cache = _start(threads, json_path, overwrite, device, cache)
+    console = _console()
+
+    def progress(part: dict) -> None:
+        reason = f": {part['reason']}" if part["reason"] else ""
+        console.print(f"{part['name']}: {part['status']}{reason} ({part.get('seconds') or 0:.0f} s)", highlight=False)
+
+    check = gpu_check(only or [], skip or [], size.value, dev, cache, info, budget=budget, timeout=timeout,
+                      isolate=not in_process, threads=threads, progress=progress)
+    print_summary(console, check)
+    if json_path is not None:
+        write_json(json_path, check)
+    if md_path is not None:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(markdown(check))
+    failed = [part["name"] for part in check["parts"] if part["status"] == "failed"]
+    if failed:  # the figures of the others are written; the exit status still says that something broke
+        print(f"dlcvkit: bench gpu: {len(failed)} part(s) failed: {', '.join(failed)}", file=sys.stderr)
+        raise typer.Exit(1)
