@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from dlcvkit.config import load_recipe
 from dlcvkit.data.synth import synth_cls, synth_officehome, synth_seg, synth_ssl
+from dlcvkit.engine.ema import momentum_schedule
 from dlcvkit.engine.loop import fit
 from dlcvkit.engine.runlog import RunLog, read_metrics
 from dlcvkit.engine.weights import save_weights
@@ -116,11 +117,11 @@ def data(tmp_path_factory):
     torch.manual_seed(2)
     save_weights(create_backbone("test_resnet", num_classes=0).state_dict(), root / "byol_backbone.safetensors",
                  {"backbone": "test_resnet"})
-    train = {"classify": "cls", "segment": "seg", "byol": "ssl", "finetune": "office/train"}
+    folders = {"classify": "cls", "segment": "seg", "byol": "ssl", "finetune": "office/train"}
     for task, text in RECIPES.items():
         extra = f'pretrained = "{root / "byol_backbone.safetensors"}"\n' if task == "finetune" else ""
         recipe = text.replace("[model]\n", f"[model]\n{extra}") + COMMON.replace(
-            "[data]\n", f'[data]\ntrain = "{root / train[task]}"\nbatch_size = {BATCH[task]}\n')
+            "[data]\n", f'[data]\ntrain = "{root / folders[task]}"\nbatch_size = {BATCH[task]}\n')
         (root / f"{task}.toml").write_text(recipe)
     return root
 
@@ -206,9 +207,7 @@ def test_grad_accum_runs_in_optimizer_steps(data, task):
     # half the batch per forward pass, two passes per optimizer step: the same 3 optimizer steps per epoch
     run = train(data, task, "accum", ["train.grad_accum=2", f"data.batch_size={BATCH[task] // 2}"])
     assert_finite(run)
-    if task == "byol":  # the target's τ follows optimizer steps: K = 2 epochs x 3 steps (DESIGN: not micro-steps)
-        from dlcvkit.engine.ema import momentum_schedule
-
+    if task == "byol":  # the target's τ follows optimizer steps, not micro-batches: K = 2 epochs x 3 steps
         assert run["taus"] == pytest.approx([momentum_schedule(k, 2 * 3, 0.9) for k in range(STEPS)])
 
 

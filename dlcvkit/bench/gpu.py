@@ -8,11 +8,12 @@ Parts, in the order they run (the time budget skips the last ones when the first
 - augment: BYOL's two views, kornia on the GPU vs torchvision v2 per sample in CPU workers (img/s)
 - seg_fcn8s, seg_deeplabv3: FCN8s-VGG16 and DeepLabv3-ResNet50 training at 512 px
 - predict_fcn8s, predict_deeplabv3: `predict seg` on 257 images (the course allows 10 minutes)
-- byol_channels_last, byol_compile: A/B of the two switches against byol_step's engine figure
+- byol_channels_last: A/B of the switch against byol_step's engine figure
 - resume_cls, resume_seg: stopped and resumed runs bit-identical to uninterrupted ones (train.deterministic)
 - eval_gpu_cpu: `eval seg --run` on the GPU prints the CPU's digits
 - host_syncs: device syncs between two log points of each task (torch.cuda.set_sync_debug_mode)
 - fp16_scaler: precision fp16 trains through Accelerate's grad scaler
+- byol_compile: A/B of torch.compile against byol_step (last: its compilation takes the longest)
 - two_gpus: 1 vs 2 processes (NCCL, SyncBatchNorm, bf16); needs 2 GPUs
 Every part records the peak GPU memory it allocated (torch.cuda.max_memory_allocated).
 """
