@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -13,6 +15,18 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 
 def normalize(images: torch.Tensor, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> torch.Tensor:
     """(x − mean) / std per channel, for float images in [0, 1] (ImageNet statistics, as timm's backbones expect)."""
-    mean = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+    # Under torch.compile / torch.onnx.export the constants are traced tensors: never cache those.
+    make = _make_constants if torch.compiler.is_compiling() else _channel_constants
+    mean, std = make(tuple(mean), tuple(std), images.device, images.dtype)
     return (images - mean) / std
+
+
+def _make_constants(mean: tuple, std: tuple, device: torch.device, dtype: torch.dtype) -> tuple:
+    """`mean` and `std` as (1 c 1 1) tensors on `device`."""
+    with torch.inference_mode(False):  # also usable by training when first made under inference mode
+        return tuple(torch.tensor(v, device=device, dtype=dtype).view(1, -1, 1, 1) for v in (mean, std))
+
+
+# Made once per device and dtype: a tensor built from Python numbers on a GPU is a blocking host-to-device copy,
+# which waits for all queued GPU work, and must not happen every step.
+_channel_constants = functools.lru_cache(maxsize=32)(_make_constants)

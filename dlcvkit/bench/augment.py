@@ -1,6 +1,8 @@
 """BYOL's two views, images/s: the kornia pipeline the BYOL task runs (whole batch on the device, parameters
 drawn per image) vs the same operations as torchvision v2 transforms applied per sample in DataLoader workers,
-and optionally the kornia pipeline under `torch.compile`.
+and optionally the kornia pipeline under `torch.compile`, or with its random parameters drawn on the device
+(`kornia_device_rng`; the task leaves the pipeline on the CPU, where kornia draws them and reads them back
+without waiting for the GPU).
 
 Both start from the same uint8 images (what the loader hands the task) and end with two float views in [0, 1]
 on the device; normalisation is left out of both.
@@ -64,8 +66,9 @@ def bench_augment(
     batches_per_repeat: int,
     contenders: tuple[str, ...] = ("kornia", "torchvision"),
 ) -> list[dict]:
-    """Records for every (size, batch) case; `contenders` from kornia, kornia_compiled, torchvision. A repeat
-    augments `batches_per_repeat` batches (a multiple of `workers` keeps every worker busy)."""
+    """Records for every (size, batch) case; `contenders` from kornia, kornia_compiled, kornia_device_rng,
+    torchvision. A repeat augments `batches_per_repeat` batches (a multiple of `workers` keeps every worker
+    busy). The optional kornia variants that fail are recorded with their error."""
     if "kornia_compiled" in contenders:
         logging.getLogger("torch._dynamo").setLevel(logging.ERROR)  # kornia's graph breaks are expected
     records = []
@@ -80,20 +83,24 @@ def bench_augment(
                 if contender == "torchvision":
                     fn = _torchvision_fn(images, size, device, workers, batches_per_repeat)
                 else:
-                    fn = _kornia_fn(images, size, device, batches_per_repeat, compiled=contender == "kornia_compiled")
+                    fn = _kornia_fn(images, size, device, batches_per_repeat, compiled=contender == "kornia_compiled",
+                                    rng_on_device=contender == "kornia_device_rng")
                 try:
                     timing = measure(fn, items=items, repeats=repeats, warmup=warmup, device=device)
                     records.append(record(BENCH, case, contender, timing, **params))
-                except Exception as e:  # noqa: BLE001 - torch.compile fails in many ways; report, go on
-                    if contender != "kornia_compiled":
+                except Exception as e:  # noqa: BLE001 - torch.compile, kornia's device RNG fail in many ways
+                    if contender not in ("kornia_compiled", "kornia_device_rng"):
                         raise
                     records.append(record(BENCH, case, contender, None, error=f"{type(e).__name__}: {e}"[:300],
                                           **params))
     return records
 
 
-def _kornia_fn(images: torch.Tensor, size: int, device: torch.device, batches: int, compiled: bool):
-    views = byol_views("paper", size).to(device)
+def _kornia_fn(images: torch.Tensor, size: int, device: torch.device, batches: int, compiled: bool,
+               rng_on_device: bool = False):
+    views = byol_views("paper", size)  # as the task keeps it: random parameters drawn on the CPU
+    if rng_on_device:
+        views = views.to(device)
     if compiled:
         views = torch.compile(views)
 

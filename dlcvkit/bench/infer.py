@@ -29,11 +29,12 @@ BENCH = "infer"
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
-def make_run(folder: Path, segmenter: str, backbone: str, img_size: int, precision: str) -> Path:
-    """A run folder as `dlcvkit segment` leaves it (recipe.toml, model.safetensors), with seeded random weights."""
+def make_run(folder: Path, segmenter: str, backbone: str, img_size: int, precision: str, cpu: bool = False) -> Path:
+    """A run folder as `dlcvkit segment` leaves it (recipe.toml, model.safetensors), with seeded random weights;
+    `cpu`: its recipe asks for the CPU even where a GPU is present."""
     recipe = SegmentRecipe()
     recipe.model.name, recipe.model.backbone = segmenter, backbone
-    recipe.data.img_size, recipe.train.precision = img_size, PRECISIONS[precision]
+    recipe.data.img_size, recipe.train.precision, recipe.train.cpu = img_size, PRECISIONS[precision], cpu
     folder.mkdir(parents=True, exist_ok=True)
     write_recipe(recipe, folder / "recipe.toml")
     set_seed(0)
@@ -42,15 +43,18 @@ def make_run(folder: Path, segmenter: str, backbone: str, img_size: int, precisi
 
 
 def bench_infer(segmenter: str, backbone: str, *, images: int, img_size: int, batch: int, workers: int,
-                precision: str, cache: Path, repeats: int, warmup: int) -> list[dict]:
-    """Records of `predict seg` (contender `dlcvkit`) and of the forward pass alone (`forward`)."""
+                precision: str, cache: Path, repeats: int, warmup: int,
+                device: torch.device | None = None) -> list[dict]:
+    """Records of `predict seg` (contender `dlcvkit`) and of the forward pass alone (`forward`), on `device`
+    (default: a GPU if present)."""
+    device = device or pick_device()
     image_dir = cache / f"infer_{images}x{img_size}"
     if not (image_dir / ".complete").exists():
         synth_seg(image_dir, images, img_size, seed=1, overwrite=True)
         (image_dir / ".complete").touch()
     work = cache / "infer_run"
     shutil.rmtree(work, ignore_errors=True)
-    run_dir = make_run(work / "run", segmenter, backbone, img_size, precision)
+    run_dir = make_run(work / "run", segmenter, backbone, img_size, precision, cpu=device.type == "cpu")
     out_dir = work / "masks"
 
     def predict(model: Path = run_dir) -> None:
@@ -60,7 +64,6 @@ def bench_infer(segmenter: str, backbone: str, *, images: int, img_size: int, ba
     case = f"seg {segmenter}/{backbone} {img_size}px b{batch} {precision}"
     params = {"task": "seg", "model": f"{segmenter}/{backbone}", "img_size": img_size, "batch": batch,
               "precision": precision}
-    device = pick_device()
     records = [record(BENCH, case, "dlcvkit", measure(predict, items=images, repeats=repeats, warmup=warmup,
                                                        device=device), **params, workers=workers)]
 

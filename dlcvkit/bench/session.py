@@ -36,7 +36,7 @@ def begin(options: dict, device: str = "auto") -> Session:
     set_threads(options["threads"])
     where = pick_device(options.get("device", device))
     info = machine(where)
-    print_header(_terminal(), info)
+    print_header(terminal(), info)
     cache = options.get("cache") or Path(tempfile.gettempdir()) / "dlcvkit-bench"
     mark_folder(cache)
     timing = {key: options[key] for key in ("repeats", "warmup") if key in options}
@@ -50,7 +50,7 @@ def finish(records: list[dict], session: Session) -> None:
     from dlcvkit.bench.timing import add_speedups, load_average
 
     add_speedups(records, REFERENCES)
-    out = _terminal()
+    out = terminal()
     print_table(out, records)
     print_goals(out, records)
     out.print(f"load average after: {load_average():.2f} (includes this benchmark's own work)", highlight=False)
@@ -59,7 +59,7 @@ def finish(records: list[dict], session: Session) -> None:
         out.print(f"wrote {len(records)} records to {session.json_path}", highlight=False)
 
 
-def _terminal():
+def terminal():
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else 150)  # piped or logged: do not squeeze to 80 columns

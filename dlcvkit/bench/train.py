@@ -72,8 +72,11 @@ def bench_train(
     repeats: int,
     warmup: int,
     workers: int,
+    device: torch.device | None = None,
+    contenders: tuple[str, ...] = ("bare", "dlcvkit", "dlcvkit_loader"),
 ) -> list[dict]:
-    """Records of `bare`, `dlcvkit` and `dlcvkit_loader` for one training configuration."""
+    """Records of `contenders` (of `bare`, `dlcvkit` and `dlcvkit_loader`) for one training configuration, on
+    `device` (default: a GPU if present)."""
     if task not in TASKS:
         raise DlcvkitError(f"--task {task}: choose one of {', '.join(TASKS)}")
     if precision not in PRECISIONS:
@@ -99,21 +102,27 @@ def bench_train(
         t = recipe.train
         t.epochs, t.log_every, t.precision = 1, interval, PRECISIONS[precision]
         t.channels_last, t.compile, t.tensorboard, t.keep_last = channels_last, compile, False, 1
+        t.cpu = device is not None and device.type == "cpu"
         return recipe
 
     name = f"{segmenter}/{model}" if task == "seg" else model
     case = f"{task} {name} {img_size}px b{batch} {precision}" + " cl" * channels_last + " compiled" * compile
     params = {"task": task, "model": name, "img_size": img_size, "batch": batch, "precision": precision,
               "channels_last": channels_last, "compile": compile, "interval_steps": interval}
-    bare = bare_loop(bench_task(make_recipe(0)), interval=interval, repeats=repeats, warmup=warmup)
-    engine, engine_wait = engine_run(bench_task(make_recipe(0)), cache, steps=steps, warmup=warmup)
-    loaded, loader_wait = engine_run(bench_task(make_recipe(workers)), cache, steps=steps, warmup=warmup)
-    return [
-        record(BENCH, case, "bare", bare, **params),
-        record(BENCH, case, "dlcvkit", engine, **params, workers=0,
-               overhead_pct=100 * (engine.median / bare.median - 1), data_wait=engine_wait),
-        record(BENCH, case, "dlcvkit_loader", loaded, **params, workers=workers, data_wait=loader_wait),
-    ]
+    records = []
+    if "bare" in contenders:
+        bare = bare_loop(bench_task(make_recipe(0)), interval=interval, repeats=repeats, warmup=warmup)
+        records.append(record(BENCH, case, "bare", bare, **params))
+    if "dlcvkit" in contenders:
+        engine, engine_wait = engine_run(bench_task(make_recipe(0)), cache, steps=steps, warmup=warmup)
+        overhead = 100 * (engine.median / bare.median - 1) if "bare" in contenders else None
+        records.append(record(BENCH, case, "dlcvkit", engine, **params, workers=0, overhead_pct=overhead,
+                              data_wait=engine_wait))
+    if "dlcvkit_loader" in contenders:
+        loaded, loader_wait = engine_run(bench_task(make_recipe(workers)), cache, steps=steps, warmup=warmup)
+        records.append(record(BENCH, case, "dlcvkit_loader", loaded, **params, workers=workers,
+                              data_wait=loader_wait))
+    return records
 
 
 def synthetic_data(task: str, img_size: int, cache: Path) -> Path:
@@ -134,7 +143,7 @@ def bare_loop(task, *, interval: int, repeats: int, warmup: int) -> Timing:
     """The plain PyTorch loop: augment, forward under autocast, backward, optimizer step, EMAs; one host sync
     per interval (reading the loss), as the engine's log does."""
     recipe = task.recipe
-    device = pick_device()
+    device = torch.device("cpu") if recipe.train.cpu else pick_device()  # as fit's
     set_seed(recipe.train.seed)
     model = task.build_model().to(device).train()
     if recipe.train.channels_last:

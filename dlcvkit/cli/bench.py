@@ -1,4 +1,5 @@
-"""`dlcvkit bench ...`: throughput benchmarks (augment, train, ema, miou, infer, loader, all); a rich table on the
+"""`dlcvkit bench ...`: throughput benchmarks; here those of one component (augment, ema, miou, loader), in
+dlcvkit.cli.bench_runs those that run dlcvkit's commands (train, infer, all, gpu). A rich table on the
 terminal and, with --json, the records as a JSON list. Defaults are the sizes of `dlcvkit.bench.suite.FULL`."""
 
 from __future__ import annotations
@@ -8,13 +9,9 @@ from typing import Annotated
 import typer
 
 from dlcvkit.bench.session import begin, finish
-from dlcvkit.bench.suite import FULL, SMOKE, run_suite
+from dlcvkit.bench.suite import FULL, SMOKE
+from dlcvkit.cli.bench_runs import all_, gpu, infer, train
 from dlcvkit.cli.options import (
-    ImgSizeOpt,
-    ModelOpt,
-    Precision,
-    PrecisionOpt,
-    SegmenterOpt,
     bench_options,
     choices,
     with_options,
@@ -54,32 +51,6 @@ def augment(
 
 
 @app.command()
-@with_options(*bench_options(_T, device=False, cache=True))
-def train(
-    task: Annotated[Task, typer.Option("--task", help="byol, cls or seg.")] = Task(_TR["task"]),
-    model: ModelOpt = _TR["model"],
-    segmenter: SegmenterOpt = "fcn8s",
-    img_size: ImgSizeOpt = _TR["img_size"],
-    batch: Annotated[int, typer.Option("--batch", help="Batch size.")] = _TR["batch"],
-    precision: PrecisionOpt = Precision.fp32,
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last model.")] = False,
-    interval: Annotated[int, typer.Option("--interval", help="Optimizer steps per timed repeat (train.log_every).")]
-    = _T["interval"],
-    workers: Annotated[int, typer.Option("--workers", help="Loader workers of the dlcvkit_loader run.")]
-    = _T["workers"],
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    **options,
-) -> None:
-    """The engine's training step vs a bare PyTorch loop (overhead in %), and the data wait of a real run."""
-    from dlcvkit.bench.train import bench_train
-
-    run = begin(options)
-    finish(bench_train(task.value, model, img_size=img_size, batch=batch, cache=run.cache, segmenter=segmenter,
-                       precision=precision.value, channels_last=channels_last, compile=compile, interval=interval,
-                       workers=workers, **run.timing), run)
-
-
-@app.command()
 @with_options(*bench_options(_E))
 def ema(
     model: Annotated[str, typer.Option("--model", help="timm model whose parameters and buffers are averaged.")]
@@ -116,28 +87,6 @@ def miou(
 
 
 @app.command()
-@with_options(*bench_options(_I, device=False, cache=True))
-def infer(
-    task: Annotated[InferTask, typer.Option("--task", help="seg (the only inference benchmark so far).")]
-    = InferTask.seg,
-    segmenter: SegmenterOpt = _I["segmenter"],
-    model: ModelOpt = _I["backbone"],
-    images: Annotated[int, typer.Option("--images", help="Images per repeat.")] = _I["images"],
-    img_size: ImgSizeOpt = _I["img_size"],
-    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass.")] = _I["batch"],
-    workers: Annotated[int, typer.Option("--workers", help="Decoding workers.")] = _I["workers"],
-    precision: PrecisionOpt = Precision.fp32,
-    **options,
-) -> None:
-    """`dlcvkit predict seg` images/s end to end, and the model's forward pass alone."""
-    from dlcvkit.bench.infer import bench_infer
-
-    run = begin(options)
-    finish(bench_infer(segmenter, model, images=images, img_size=img_size, batch=batch, workers=workers,
-                       precision=precision.value, cache=run.cache, **run.timing), run)
-
-
-@app.command()
 @with_options(*bench_options(device=False, cache=True))
 def loader(
     quick: Annotated[bool, typer.Option("--quick", help="Small images, few of them, one repeat: checks in seconds "
@@ -152,13 +101,6 @@ def loader(
     finish(bench_loader(**(SMOKE if quick else FULL)["loader"], cache=run.cache), run)
 
 
-@app.command("all")
-@with_options(*bench_options(cache=True))
-def all_(
-    smoke: Annotated[bool, typer.Option("--smoke", help="Toy sizes: checks that everything runs, figures "
-                                                        "meaningless.")] = False,
-    **options,
-) -> None:
-    """Every benchmark at the sizes of dlcvkit.bench.suite (under 10 minutes on a 2-core CPU)."""
-    run = begin(options)
-    finish(run_suite(SMOKE if smoke else FULL, run.device, run.cache), run)
+for command in (train, infer, gpu):
+    app.command()(command)
+app.command("all")(all_)

@@ -87,8 +87,9 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     Written by hand because torch's SyncBatchNorm accepts only GPU tensors (and DDP refuses it on CPU); without
     it N CPU processes would normalise over their own slices and no longer compute what 1 process does. The
-    per-channel sum, sum of squares and count are all-reduced with the autograd-aware all_reduce, so gradients
-    flow through the global statistics exactly as with SyncBatchNorm.
+    per-channel sums and count, then the sums of squared deviations from the global mean, are all-reduced with
+    the autograd-aware all_reduce, so gradients flow through the global statistics exactly as with
+    SyncBatchNorm. Statistics are float32 also under bf16 autocast, as torch's batch norm keeps them.
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
@@ -100,20 +101,23 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
-        count = x.new_full((1,), x.numel() / channels)
-        stats = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
-        n = stats[-1]
-        mean = stats[:channels] / n
-        var = (stats[channels : 2 * channels] / n - mean * mean).clamp_min(0)
+        shape = (1, channels) + (1,) * (x.dim() - 2)
+        x32 = x.float()
+        totals = _AllReduceSum.apply(torch.cat([x32.sum(dims), x32.new_full((1,), x.numel() / channels)]))
+        n = totals[-1]
+        mean = totals[:channels] / n
+        centred = x32 - mean.view(shape)
+        # two passes: E[x²] − E[x]² in one would lose the variance to cancellation where |mean| >> std
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                 self.running_mean.lerp_(mean.detach(), factor)
                 self.running_var.lerp_(var.detach() * n / (n - 1), factor)  # unbiased, as torch's BN keeps it
-        shape = (1, channels) + (1,) * (x.dim() - 2)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
+        y = y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+        return y.to(x.dtype)
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:

@@ -110,7 +110,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
             lr = lr_factor(step, total_steps, warmup, recipe.schedule.decay, recipe.schedule.min_lr_ratio,
                            recipe.schedule.power)
             set_lr(optimizer, lr)
-            data_wait = 0.0
+            data_wait, micro_losses = 0.0, []
             for micro in range(accum):
                 t0 = time.perf_counter()
                 batch = send_to_device(next(batches), accelerator.device, non_blocking=True)
@@ -121,6 +121,9 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
                 with sync, accelerator.autocast():
                     loss = task.loss(model, batch)
                     accelerator.backward(loss / accum)
+                micro_losses.append(loss.detach())
+            # the step's loss is that of its whole batch (the mean over equal micro-batches), not the last one's
+            loss = torch.stack(micro_losses).mean()
             if train.clip_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
             optimizer.step()

@@ -17,6 +17,7 @@ from dlcvkit.errors import DlcvkitError
 
 CLASSES_PER_PANEL = 10  # tab10 has 10 clearly different colours
 PCA_BEFORE_TSNE = 50  # t-SNE on 50 PCA components, as van der Maaten & Hinton (2008) do: faster, less noise
+EXACT_TSNE_MAX = 200  # samples up to which t-SNE uses the exact gradient
 
 
 def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
@@ -33,7 +34,11 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.nd
     if features.shape[1] > PCA_BEFORE_TSNE and n > PCA_BEFORE_TSNE:
         features = PCA(n_components=PCA_BEFORE_TSNE, random_state=seed).fit_transform(features)
     perplexity = min(30.0, (n - 1) / 3)  # scikit-learn needs perplexity < n; 30 is its default
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    # Barnes-Hut's approximation is coarse for a few dozen points (scikit-learn 1.9 put a point of a well
+    # separated cluster next to another cluster); the exact gradient, O(n^2), is cheap at that size.
+    method = "exact" if n <= EXACT_TSNE_MAX else "barnes_hut"
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                method=method).fit_transform(features)
 
 
 def class_groups(classes: list[int]) -> list[list[int]]:

@@ -1,0 +1,132 @@
+"""The benchmarks that run dlcvkit's own commands end to end: `dlcvkit bench train`, `infer`, `all` (every
+benchmark at the sizes of dlcvkit.bench.suite) and `gpu` (every GPU path of the course's jobs, part by part);
+registered on the `bench` group by dlcvkit.cli.bench."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dlcvkit.bench.session import begin, finish, terminal
+from dlcvkit.bench.suite import FULL
+from dlcvkit.cli.options import (
+    ImgSizeOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    SegmenterOpt,
+    bench_options,
+    choices,
+    with_options,
+)
+
+GpuSize = choices("GpuSize", "full", "tiny")
+Task, InferTask = choices("Task", "byol", "cls", "seg"), choices("InferTask", "seg")
+_T, _I = FULL["train_timing"], FULL["infer"]
+_TR = FULL["train"][0]  # the BYOL case
+_TASK = Task(_TR["task"])
+
+
+@with_options(*bench_options(_T, device=False, cache=True))
+def train(
+    task: Annotated[Task, typer.Option("--task", help="byol, cls or seg.")] = _TASK,
+    model: ModelOpt = _TR["model"],
+    segmenter: SegmenterOpt = "fcn8s",
+    img_size: ImgSizeOpt = _TR["img_size"],
+    batch: Annotated[int, typer.Option("--batch", help="Batch size.")] = _TR["batch"],
+    precision: PrecisionOpt = Precision.fp32,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last model.")] = False,
+    interval: Annotated[int, typer.Option("--interval", help="Optimizer steps per timed repeat (train.log_every).")]
+    = _T["interval"],
+    workers: Annotated[int, typer.Option("--workers", help="Loader workers of the dlcvkit_loader run.")]
+    = _T["workers"],
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    **options,
+) -> None:
+    """The engine's training step vs a bare PyTorch loop (overhead in %), and the data wait of a real run."""
+    from dlcvkit.bench.train import bench_train
+
+    run = begin(options)
+    finish(bench_train(task.value, model, img_size=img_size, batch=batch, cache=run.cache, segmenter=segmenter,
+                       precision=precision.value, channels_last=channels_last, compile=compile, interval=interval,
+                       workers=workers, **run.timing), run)
+
+
+@with_options(*bench_options(_I, device=False, cache=True))
+def infer(
+    task: Annotated[InferTask, typer.Option("--task", help="seg (the only inference benchmark so far).")]
+    = InferTask.seg,
+    segmenter: SegmenterOpt = _I["segmenter"],
+    model: ModelOpt = _I["backbone"],
+    images: Annotated[int, typer.Option("--images", help="Images per repeat.")] = _I["images"],
+    img_size: ImgSizeOpt = _I["img_size"],
+    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass.")] = _I["batch"],
+    workers: Annotated[int, typer.Option("--workers", help="Decoding workers.")] = _I["workers"],
+    precision: PrecisionOpt = Precision.fp32,
+    **options,
+) -> None:
+    """`dlcvkit predict seg` images/s end to end, and the model's forward pass alone."""
+    from dlcvkit.bench.infer import bench_infer
+
+    run = begin(options)
+    finish(bench_infer(segmenter, model, images=images, img_size=img_size, batch=batch, workers=workers,
+                       precision=precision.value, cache=run.cache, **run.timing), run)
+
+
+@with_options(*bench_options(cache=True))
+def all_(
+    smoke: Annotated[bool, typer.Option("--smoke", help="Toy sizes: checks that everything runs, figures "
+                                                        "meaningless.")] = False,
+    **options,
+) -> None:
+    """Every benchmark at the sizes of dlcvkit.bench.suite (under 10 minutes on a 2-core CPU)."""
+    from dlcvkit.bench.suite import SMOKE, run_suite
+
+    run = begin(options)
+    finish(run_suite(SMOKE if smoke else FULL, run.device, run.cache), run)
+
+
+@with_options(*bench_options(cache=True))
+def gpu(
+    size: Annotated[GpuSize, typer.Option("--size", help="full: the course's models and sizes on one CUDA GPU "
+                                                         "(under 8 minutes); tiny: toy sizes, the dry run (also on "
+                                                         "the CPU).")] = GpuSize.full,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this part (repeatable).")] = None,
+    skip: Annotated[list[str] | None, typer.Option("--skip", help="Do not run this part (repeatable).")] = None,
+    budget: Annotated[int, typer.Option("--budget", help="Seconds for all parts (0 = no limit); a part that no "
+                                                         "longer fits is recorded as skipped.")] = 450,
+    timeout: Annotated[int, typer.Option("--timeout", help="Seconds per part (0 = each part's own limit).")] = 0,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Run the parts in this process: quicker to "
+                                                                  "start, but no time limit per part.")] = False,
+    md_path: Annotated[Path | None, typer.Option("--md", help="Also write the report as Markdown here.")] = None,
+    **options,
+) -> None:
+    """Every GPU path of the course's jobs once, part by part: throughput against its goals, peak memory, and
+    the exactness checks (resume, GPU vs CPU evaluation). Parts: see dlcvkit/bench/gpu.py."""
+    from dlcvkit.bench.gpu import gpu_check, markdown, print_summary, write_json
+    from dlcvkit.outputs import check_output_file
+
+    if md_path is not None:
+        check_output_file(md_path, "--md", options["overwrite"])
+    run = begin(options)
+    console = terminal()
+
+    def progress(part: dict) -> None:
+        reason = f": {part['reason']}" if part["reason"] else ""
+        console.print(f"{part['name']}: {part['status']}{reason} ({part.get('seconds') or 0:.0f} s)", highlight=False)
+
+    check = gpu_check(only or [], skip or [], size.value, run.device, run.cache, run.info, budget=budget,
+                      timeout=timeout, isolate=not in_process, threads=options["threads"], progress=progress)
+    print_summary(console, check)
+    if run.json_path is not None:
+        write_json(run.json_path, check)
+    if md_path is not None:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(markdown(check))
+    failed = [part["name"] for part in check["parts"] if part["status"] == "failed"]
+    if failed:  # the figures of the others are written; the exit status still says that something broke
+        print(f"dlcvkit: bench gpu: {len(failed)} part(s) failed: {', '.join(failed)}", file=sys.stderr)
+        raise typer.Exit(1)
