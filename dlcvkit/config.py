@@ -81,6 +81,11 @@ class TrainConfig:
     ckpt_every: int = 0  # optimizer steps between checkpoints (0 = at the end of each epoch only)
     keep_last: int = 2  # checkpoints kept in RUN_DIR/checkpoints
     tensorboard: bool = True  # also log to TensorBoard when it is installed
+    # trackers that must log the run (through accelerate; each needs its pip extra): RUN_DIR/tensorboard,
+    # MLflow (MLFLOW_TRACKING_URI, else the store RUN_DIR/mlruns), W&B (WANDB_MODE=offline works offline)
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = field(default_factory=list)
+    progress_seconds: float = 30.0  # without a terminal (a log file): seconds between plain progress lines
+    threads: int = 0  # torch intra-op threads per process (0 = OMP_NUM_THREADS, else this node's cores / processes)
     cpu: bool = False  # force the CPU even when a GPU is present
 
 
@@ -128,7 +133,8 @@ RANGES = {
     "schedule.warmup_steps": (0, None), "schedule.warmup_epochs": (0, None), "schedule.min_lr_ratio": (0, 1),
     "train.epochs": (1, None), "train.grad_accum": (1, None), "train.clip_grad_norm": (0, None),
     "train.model_ema": (0, 1), "train.log_every": (1, None), "train.eval_every": (0, None),
-    "train.ckpt_every": (0, None), "train.keep_last": (1, None),
+    "train.ckpt_every": (0, None), "train.keep_last": (1, None), "train.progress_seconds": (0, None),
+    "train.threads": (0, None),
 }
 
 
@@ -249,6 +255,11 @@ def recipe_to_dict(recipe: Recipe) -> dict:
 def write_recipe(recipe: Recipe, path: str | Path) -> None:
     """Write the fully resolved recipe, so `--recipe RUN_DIR/recipe.toml` reproduces the run."""
     Path(path).write_text(tomli_w.dumps(recipe_to_dict(recipe)))
+
+
+def flat_recipe(recipe: Recipe) -> dict[str, Any]:
+    """{dotted key: value} of the recipe, lists as text: the hyperparameters a tracker records."""
+    return {k: str(v) if isinstance(v, list) else v for k, v in _flatten(recipe_to_dict(recipe)).items()}
 
 
 def recipe_differences(a: Recipe, b: Recipe, ignore: tuple[str, ...] = ()) -> list[str]:

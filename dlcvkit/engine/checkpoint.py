@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import load as load_pickle
 from torch import nn
 
-from dlcvkit.engine.weights import load_weights, read_state_dict, save_weights
+from dlcvkit.engine.weights import load_weights, read_state_dict, save_weights, with_default_mode
 from dlcvkit.errors import DlcvkitError, first_line
 
 STATE_FILE = "trainer_state.json"
@@ -53,6 +53,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_l
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        for weights in tmp.glob("*.safetensors"):  # accelerate's, written 600 like any safetensors file
+            with_default_mode(weights)
         for name, module in (extra_models or {}).items():
             save_weights(module.state_dict(), tmp / f"{name}.safetensors")
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))

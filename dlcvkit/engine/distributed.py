@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ from accelerate.utils import InitProcessGroupKwargs
 from torch import nn
 
 from dlcvkit.config import TrainConfig
+from dlcvkit.engine.trackers import make_trackers
 from dlcvkit.errors import DlcvkitError
 
 
@@ -23,7 +23,7 @@ def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Acceler
     cpu = train.cpu or not torch.cuda.is_available()
     if cpu and train.precision == "fp16":
         raise DlcvkitError("train.precision='fp16' needs a GPU; use 'bf16' (or 'no') on the CPU")
-    tensorboard = run_dir is not None and train.tensorboard and importlib.util.find_spec("tensorboard") is not None
+    trackers = make_trackers(train, run_dir) if run_dir is not None else []
     # A failed rank must not leave the others waiting forever in a collective (default NCCL timeout: 10 min+).
     timeout = timedelta(seconds=int(os.environ.get("DLCVKIT_COLLECTIVE_TIMEOUT", "600")))
     atexit.unregister(_destroy_process_group)  # once per process, however many runs it makes
@@ -32,11 +32,24 @@ def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Acceler
         cpu=cpu,
         mixed_precision=train.precision,
         dynamo_backend="inductor" if train.compile else "no",
-        log_with="tensorboard" if tensorboard else None,
+        log_with=trackers or None,
         project_dir=str(run_dir) if run_dir is not None else None,
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
     )
+
+
+def compute_threads(threads: int) -> int:
+    """torch's intra-op threads for each process: `threads` (train.threads) if set, else OMP_NUM_THREADS (which
+    `accelerate launch` sets to the cores per process), else the cores this process may use divided among the
+    processes of this node. Loader workers need none of them: torch gives each worker one thread."""
+    if threads > 0:
+        return threads
+    if (omp := os.environ.get("OMP_NUM_THREADS", "")).isdigit() and int(omp) > 0:
+        return int(omp)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS: all
+    return max(1, cores // max(1, local_processes))
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -53,7 +66,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def _destroy_process_group() -> None:
-    """At exit, after every training of this process (see loop._finish_trackers)."""
+    """At exit, after every training of this process (see trackers.finish_trackers)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

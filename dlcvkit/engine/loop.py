@@ -13,20 +13,22 @@ from accelerate.utils import send_to_device, set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
-from dlcvkit.config import write_recipe
+from dlcvkit.config import flat_recipe, write_recipe
 from dlcvkit.data.cache import cache_splits
 from dlcvkit.data.datasets import FileDataset, skip_unreadable
 from dlcvkit.engine.checkpoint import kept_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
-from dlcvkit.engine.distributed import convert_sync_batchnorm, make_accelerator, use_deterministic_kernels
+from dlcvkit.engine.distributed import (compute_threads, convert_sync_batchnorm, make_accelerator,
+                                        use_deterministic_kernels)
 from dlcvkit.engine.ema import EMA
 from dlcvkit.engine.interrupt import StopRequest, TrainingInterrupted
 from dlcvkit.engine.loaders import device_batches, make_eval_loader, make_train_loader
 from dlcvkit.engine.optim import build_optimizer
 from dlcvkit.engine.rundir import prepare_run_dir
-from dlcvkit.engine.runlog import RunLog
+from dlcvkit.engine.runlog import RunLog, format_metrics
 from dlcvkit.engine.sampling import TrainBatches
 from dlcvkit.engine.schedule import lr_factor, set_lr
 from dlcvkit.engine.task import RunContext, Task
+from dlcvkit.engine.trackers import finish_trackers
 from dlcvkit.engine.weights import non_finite_key, save_weights
 from dlcvkit.errors import DlcvkitError
 
@@ -34,9 +36,11 @@ from dlcvkit.errors import DlcvkitError
 def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, overwrite: bool = False) -> dict:
     """Train `task` into `run_dir` (from its latest checkpoint with `resume`; replacing the run there with
     `overwrite`); stop after `max_steps` optimizer steps if given, without changing the schedules.
-    Returns {"step", "metrics", "best"}."""
+    Returns {"step", "metrics", "best", ...}: see `dlcvkit.engine.runlog.end_of_run`."""
+    start = time.perf_counter()
     recipe, train, run_dir = task.recipe, task.recipe.train, Path(run_dir)
-    accelerator = make_accelerator(train, run_dir)
+    accelerator = make_accelerator(train, run_dir)  # also refuses a tracker that is not installed
+    torch.set_num_threads(compute_threads(train.threads))
     if train.deterministic:
         use_deterministic_kernels()
     elif accelerator.device.type == "cuda":
@@ -51,6 +55,8 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
     steps_per_epoch = sampler.batches_per_epoch // accum
     if steps_per_epoch == 0:
         raise DlcvkitError(f"train.grad_accum={accum} is more than the {sampler.batches_per_epoch} batches per epoch")
+    if dropped := _dropped_samples(len(train_set), recipe.data.batch_size, accum, steps_per_epoch):
+        notes.append(dropped)
     if not resume:
         prepare_run_dir(accelerator, run_dir, resume=False, overwrite=overwrite)
 
@@ -82,20 +88,21 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
         emas.append(EMA(net, ema_model, train.model_ema))
     extra_models = {"ema": ema_model} if ema_model is not None else {}
 
-    state = {"step": 0, "best": None, "best_step": None}
+    state = {"step": 0, "best": None, "best_step": None, "best_epoch": None}
     if resume:
         state = load_checkpoint(accelerator, latest_checkpoint(run_dir), extra_models)
         if 0 < max_steps < state["step"]:
             raise DlcvkitError(f"--max-steps {max_steps}: the run in {run_dir} is already at step {state['step']}")
     elif accelerator.is_main_process:  # written once the model and the data opened: a bad input leaves no run
         write_recipe(recipe, run_dir / "recipe.toml")
+    state.update(best_metric=task.best_metric, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     if accelerator.log_with:
-        accelerator.init_trackers("tensorboard")  # RUN_DIR/tensorboard/
+        accelerator.init_trackers("dlcvkit", config=flat_recipe(recipe))
     step, batches, metrics = state["step"], None, {}
     ctx = RunContext(accelerator, run_dir, step, step // steps_per_epoch, total_steps)
     samples_per_step = recipe.data.batch_size * accum
     with RunLog(accelerator, run_dir, start_step=step, stop_step=stop, log_every=train.log_every,
-                samples_per_step=samples_per_step) as log, StopRequest(accelerator.is_main_process) as interrupt:
+                samples_per_step=samples_per_step, progress_seconds=train.progress_seconds) as log, StopRequest(accelerator.is_main_process) as interrupt:
         for note in notes:
             log.print(note)
         if step < stop:
@@ -143,7 +150,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
             if val_loader is not None and (eval_due or step == stop):
                 _check_finite(net, ema_model, step, run_dir)  # a diverged model is neither evaluated nor kept
                 metrics = _evaluate(task, net, ema_model, val_loader, ctx, log)
-                _keep_best(task, accelerator, net, metrics, state, step, run_dir)
+                _keep_best(task, accelerator, net, metrics, state, ctx, run_dir)
             if epoch_done:
                 task.after_epoch(net, ctx)
             if epoch_done or step == stop or (train.ckpt_every and step % train.ckpt_every == 0) or stopping:
@@ -153,7 +160,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
                 state.update(step=step, epoch=ctx.epoch)
                 save_checkpoint(accelerator, run_dir, state, train.keep_last, extra_models)
             if stopping and step < stop:
-                _finish_trackers(accelerator)
+                finish_trackers(accelerator)
                 raise TrainingInterrupted(f"stopped after step {step} of {stop} by Ctrl-C; the checkpoint is saved: "
                                           f"continue with --resume {run_dir}")
 
@@ -162,11 +169,11 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
         if ema_model is not None:  # the model EMA is only useful if inference can load it
             save_weights(ema_model.state_dict(), run_dir / "ema.safetensors", {"step": str(step)})
         task.export(net, ctx)
-        if metrics:
-            log.print("final: " + _format(metrics))
     accelerator.wait_for_everyone()
-    _finish_trackers(accelerator)
-    return {"step": step, "metrics": metrics, "best": state["best"]}
+    finish_trackers(accelerator)
+    return {"step": step, "total_steps": total_steps, "epoch": step // steps_per_epoch, "epochs": train.epochs,
+            "metrics": metrics, "best": state["best"], "best_metric": task.best_metric, "best_step": state["best_step"],
+            "best_epoch": state.get("best_epoch"), "wall_s": time.perf_counter() - start}
 
 
 def _open_data(task: Task) -> tuple[Dataset, Dataset | None, list[str]]:
@@ -186,13 +193,6 @@ def _open_data(task: Task) -> tuple[Dataset, Dataset | None, list[str]]:
     return datasets["data.train"], datasets["data.val"], notes
 
 
-def _finish_trackers(accelerator) -> None:
-    """Close TensorBoard & co. Not `accelerator.end_training()`: it also destroys the process group, and one
-    launch may run several trainings (the demo, fine-tuning settings A–E); that happens once at exit instead."""
-    for tracker in accelerator.trackers:
-        tracker.finish()
-
-
 def _evaluate(task: Task, net: nn.Module, ema_model: nn.Module | None, val_loader, ctx: RunContext,
               log: RunLog) -> dict:
     """Evaluate the model (and its EMA, as `ema_*`) on the validation set; log the result."""
@@ -204,18 +204,30 @@ def _evaluate(task: Task, net: nn.Module, ema_model: nn.Module | None, val_loade
             ema = task.evaluate(ema_model, device_batches(val_loader, accelerator.device), ctx)
             metrics |= {f"ema_{k}": v for k, v in ema.items()}
     log.write({"step": ctx.step, "epoch": ctx.epoch, "split": "val", **metrics})
-    log.print(f"epoch {ctx.epoch} step {ctx.step} val: {_format(metrics)}")
+    log.print(f"epoch {ctx.epoch} step {ctx.step} val: {format_metrics(metrics)}")
     return metrics
 
 
-def _keep_best(task: Task, accelerator, net: nn.Module, metrics: dict, state: dict, step: int, run_dir: Path) -> None:
+def _keep_best(task: Task, accelerator, net: nn.Module, metrics: dict, state: dict, ctx: RunContext,
+               run_dir: Path) -> None:
     """Write best.safetensors when the task's `best_metric` improves."""
     value = metrics.get(task.best_metric) if task.best_metric else None
     if value is None or (state["best"] is not None and value <= state["best"]):
         return
-    state.update(best=value, best_step=step)
+    step = ctx.step
+    state.update(best=value, best_step=step, best_epoch=ctx.epoch)
     if accelerator.is_main_process:
         save_weights(net.state_dict(), run_dir / "best.safetensors", {"step": str(step), task.best_metric: str(value)})
+
+
+def _dropped_samples(samples: int, batch_size: int, accum: int, steps_per_epoch: int) -> str | None:
+    """The warning when an epoch leaves samples out: only whole (accumulated) batches are trained on."""
+    dropped = samples - steps_per_epoch * accum * batch_size
+    if not dropped:
+        return None
+    batch = f"batch {batch_size}" + (f" x train.grad_accum {accum}" if accum > 1 else "")
+    return (f"warning: data.train: {samples} samples at {batch}: {dropped} dropped per epoch (a different "
+            f"{dropped} each epoch; make data.batch_size divide the training set to use all)")
 
 
 def _check_finite(net: nn.Module, ema_model: nn.Module | None, step: int, run_dir: Path) -> None:
@@ -228,8 +240,3 @@ def _check_finite(net: nn.Module, ema_model: nn.Module | None, step: int, run_di
                 f"the {name}'s weights became inf/nan at step {step} (first in '{key}'); {kept_checkpoint(run_dir)} "
                 "(lower optim.lr, set train.clip_grad_norm, or check the data)"
             )
-
-
-def _format(metrics: dict) -> str:
-    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
-                     if not isinstance(v, (list, dict)))

@@ -1,8 +1,11 @@
-"""What a run reports: metrics.jsonl (one JSON object per logged step or evaluation), the rich progress bar,
-and TensorBoard through accelerate's tracker, all on the main process only."""
+"""What a run reports: metrics.jsonl (one JSON object per logged step or evaluation), summary.csv (one row per
+evaluation), the rich progress bar on a terminal or plain progress lines in a log file, the trackers of
+`train.trackers` through accelerate, and the end-of-run summary; all on the main process only."""
 
 from __future__ import annotations
 
+import csv
+import datetime
 import json
 import math
 import time
@@ -11,12 +14,15 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 from dlcvkit.engine.checkpoint import kept_checkpoint
+from dlcvkit.engine.rundir import RUN_FILES
 from dlcvkit.errors import DlcvkitError
 
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.csv"
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -39,6 +45,7 @@ class RunLog:
         stop_step: int,
         log_every: int,
         samples_per_step: int,
+        progress_seconds: float = 30.0,
     ) -> None:
         self.accelerator, self.main = accelerator, accelerator.is_main_process
         self.path = Path(run_dir) / METRICS_FILE
@@ -51,15 +58,21 @@ class RunLog:
             # Records after the checkpoint we resume from belong to the lost part of the run: drop them.
             kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            write_summary_csv(kept, self.path.parent / SUMMARY_FILE)
         self.console = Console(stderr=True)
+        # A log file (SLURM, nohup) gets a plain line every `progress_seconds` instead of a bar it cannot redraw.
+        self.plain = self.main and not self.console.is_terminal
+        self.progress_seconds, self._start, self._start_step = progress_seconds, time.perf_counter(), start_step
+        self._last_line = -math.inf
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]}"),
+            TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,
-            disable=not self.main,
+            disable=not self.main or self.plain,
         )
         self._bar = self.progress.add_task("train", total=stop_step, completed=start_step, loss="-", lr="-", speed="")
 
@@ -130,15 +143,83 @@ class RunLog:
             self._bar, loss=f"{loss:.4f}", lr=f"{lr:.2e}", speed=f"{record['samples_per_s']:.1f} img/s"
         )
         self.write(record)
+        self._progress_line(record)
         return self.stopping
 
+    def _progress_line(self, record: dict) -> None:
+        """Without a terminal: `step 20/100 (20%)  epoch 2  loss ...  lr ...  img/s  elapsed 0:00:41  ETA
+        0:02:44`, at most every `progress_seconds`, and always at the last step."""
+        now = time.perf_counter()
+        step = record["step"]
+        if not self.plain or (now - self._last_line < self.progress_seconds and step < self.stop_step):
+            return
+        self._last_line = now
+        elapsed = now - self._start
+        done = step - self._start_step
+        eta = elapsed / done * (self.stop_step - step) if done else math.nan
+        self.print(f"step {step}/{self.stop_step} ({100 * step / max(self.stop_step, 1):.0f}%)  "
+                   f"epoch {record['epoch']}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+                   f"{record['samples_per_s']:.1f} img/s  elapsed {clock(elapsed)}  ETA {clock(eta)}")
+
     def write(self, record: dict) -> None:
-        """Append one record to metrics.jsonl (and TensorBoard)."""
+        """Append one record to metrics.jsonl (and the trackers); an evaluation also rewrites summary.csv."""
         if not self.main:
             return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if record.get("split") == "val":
+            write_summary_csv(read_metrics(self.path.parent), self.path.parent / SUMMARY_FILE)
         numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("step",)}
         if self.accelerator.trackers:
             prefix = f"{record['split']}/" if "split" in record else "train/"
             self.accelerator.log({prefix + k: v for k, v in numbers.items()}, step=record["step"])
+
+
+def clock(seconds: float) -> str:
+    """`H:MM:SS` (`-:--:--` when unknown)."""
+    return str(datetime.timedelta(seconds=round(seconds))) if math.isfinite(seconds) else "-:--:--"
+
+
+def write_summary_csv(records: list[dict], path: Path) -> None:
+    """One row per evaluation, as timm's summary.csv: step, epoch, the last training loss and LR logged by then,
+    and the validation metrics (numbers only). No evaluation, no file."""
+    rows, last_train = [], {}
+    for record in records:
+        if "split" not in record:
+            last_train = record
+        elif record["split"] == "val":
+            metrics = {k: v for k, v in record.items() if k not in ("step", "epoch", "split")
+                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            rows.append({"step": record["step"], "epoch": record["epoch"], "train_loss": last_train.get("loss"),
+                         "lr": last_train.get("lr"), **metrics})
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def end_of_run(summary: dict, run_dir: Path) -> list[str]:
+    """The lines that close a run (`fit`'s summary): steps run of planned and wall time, the final metrics, the
+    best metric by name with its epoch and step, and the files in the run folder."""
+    run_dir = Path(run_dir)
+    step, total = summary["step"], summary["total_steps"]
+    cut = f"stopped early (--max-steps): {step} of {total} steps, " if step < total else f"done: {step} steps, "
+    lines = [f"{cut}epoch {summary['epoch']} of {summary['epochs']}, in {clock(summary['wall_s'])}"]
+    if summary["metrics"]:
+        lines.append(f"final (step {step}): {format_metrics(summary['metrics'])}")
+    if summary["best"] is not None:
+        lines.append(f"best {summary['best_metric']} {summary['best']:.4f} at epoch {summary['best_epoch']} "
+                     f"(step {summary['best_step']}): {run_dir / 'best.safetensors'}")
+    written = [f"{name}/" if (run_dir / name).is_dir() else name for name in RUN_FILES if (run_dir / name).exists()]
+    lines.append(f"files in {run_dir}: {', '.join(written)}")
+    return lines
+
+
+def format_metrics(metrics: dict) -> str:
+    """`acc 0.9123  loss 0.3000`: the scalar metrics, four decimals."""
+    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                     if not isinstance(v, (list, dict)))

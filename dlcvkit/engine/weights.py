@@ -95,4 +95,13 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dic
         raise DlcvkitError(f"refusing to write {path}: the weights hold inf/nan values (first in '{key}'); "
                            "the model diverged (lower optim.lr, set train.clip_grad_norm, or check the data)")
     save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+    with_default_mode(tmp)
     os.replace(tmp, path)
+
+
+def with_default_mode(path: str | Path) -> None:
+    """Give a file the mode that `open` gives new files (0666 less the umask: usually 644): safetensors writes
+    its files 600, which hides weights from the group that reads the run's other files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -55,6 +55,7 @@ def build_task(recipe):
 RESUME_SAFE_KEYS = (
     "data.train", "data.val", "data.num_workers", "data.eval_batch_size", "data.cache", "data.cache_dir",
     "train.log_every", "train.ckpt_every", "train.keep_last", "train.tensorboard", "train.eval_every",
+    "train.trackers", "train.progress_seconds",
 )
 
 
@@ -91,6 +92,7 @@ def run_training(name: str, *, recipe: Path | None, data: str | None, val: str |
     from accelerate import PartialState
 
     from dlcvkit.engine.loop import fit
+    from dlcvkit.engine.runlog import end_of_run
     from dlcvkit.report import write_run_report
 
     overrides = list(overrides or [])
@@ -110,6 +112,7 @@ def run_training(name: str, *, recipe: Path | None, data: str | None, val: str |
                   overwrite=overwrite)
     if PartialState().is_main_process:
         write_run_report(Path(run_dir))
+        print("\n".join(end_of_run(summary, Path(run_dir))), flush=True)
     return summary
 
 
