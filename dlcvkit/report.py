@@ -54,7 +54,11 @@ def run_summary(run_dir: Path) -> dict:
         "final_loss": train[-1]["loss"] if train else None,
         "val": {k: v for k, v in (val[-1] if val else {}).items() if k not in ("step", "epoch", "split")},
         "best": state.get("best"),
+        "best_metric": state.get("best_metric"),
         "best_step": state.get("best_step"),
+        "best_epoch": state.get("best_epoch"),
+        "total_steps": state.get("total_steps"),  # the schedule's steps (checkpoints of earlier versions: absent)
+        "steps_per_epoch": state.get("steps_per_epoch"),
         "samples_per_s": statistics.median(speeds) if speeds else None,
         "data_wait": statistics.mean(waits) if waits else None,
     }
@@ -75,11 +79,13 @@ def run_report_blocks(run_dir: Path) -> list[Block]:
     run_dir = Path(run_dir)
     s = run_summary(run_dir)
     blocks = [Block("heading", f"Run report: {s['name']} ({s['task']})", level=1)]
-    facts = [["optimizer steps", str(s["step"])], ["epochs", str(s["epoch"])]]
+    facts = _progress_facts(s)
     if s["final_loss"] is not None:
         facts.append(["last training loss", _fmt(s["final_loss"])])
     if s["best"] is not None:
-        facts.append(["best validation metric", f"{_fmt(s['best'])} (step {s['best_step']})"])
+        epoch = f"epoch {s['best_epoch']}, " if s["best_epoch"] is not None else ""
+        facts.append([f"best validation {s['best_metric'] or 'metric'}",
+                      f"{_fmt(s['best'])} ({epoch}step {s['best_step']})"])
     if s["samples_per_s"] is not None:
         facts.append(["throughput (median)", f"{s['samples_per_s']:.1f} samples/s"])
     if s["data_wait"] is not None:
@@ -96,6 +102,15 @@ def run_report_blocks(run_dir: Path) -> list[Block]:
         blocks += [Block("image", text=p.stem.replace("_", " "), path=p) for p in pictures]
     blocks += [Block("heading", "Recipe"), Block("code", (run_dir / "recipe.toml").read_text())]
     return blocks
+
+
+def _progress_facts(s: dict) -> list[list[str]]:
+    """Steps and epochs run, of those planned: a run cut by --max-steps says so."""
+    total, per_epoch = s["total_steps"], s["steps_per_epoch"]
+    if not total or not per_epoch:
+        return [["optimizer steps", str(s["step"])], ["epochs", str(s["epoch"])]]
+    steps = f"{s['step']} of {total} planned" + (" (stopped early: --max-steps)" if s["step"] < total else "")
+    return [["optimizer steps", steps], ["epochs", f"{s['step'] / per_epoch:.3g} of {total // per_epoch}"]]
 
 
 def comparison(run_dirs: list[Path]) -> tuple[list[str], list[list[str]]]:
