@@ -57,9 +57,12 @@ CacheOpt = Annotated[
 ]
 
 
-def with_cache(overrides: list[str] | None, cache: CacheMode | None) -> list[str]:
-    """The --set overrides, with --cache as `data.cache` if given."""
-    return list(overrides or []) + ([f"data.cache={cache.value}"] if cache is not None else [])
+def recipe_overrides(overrides: list[str] | None, cache: CacheMode | None, trackers: list | None = None) -> list[str]:
+    """The --set overrides, with --cache as `data.cache` and --tracker as `train.trackers` if given."""
+    extra = [f"data.cache={cache.value}"] if cache is not None else []
+    if trackers:
+        extra.append("train.trackers=[" + ", ".join(f'"{t.value}"' for t in trackers) + "]")
+    return list(overrides or []) + extra
 
 
 def choices(name: str, *values: str) -> type[Enum]:
@@ -68,6 +71,10 @@ def choices(name: str, *values: str) -> type[Enum]:
 
 
 Weights = choices("Weights", "best", "last", "ema")
+Tracker = choices("Tracker", "tensorboard", "mlflow", "wandb")
+TrackerOpt = Annotated[Optional[list[Tracker]], typer.Option(
+    "--tracker", metavar="NAME", help="Also log to tracker NAME (train.trackers; repeatable): tensorboard, mlflow "
+                                      "or wandb, each installed with the pip extra of its name.")]
 
 
 WeightsOpt = Annotated[Weights, typer.Option(
@@ -90,6 +97,7 @@ TRAINING = (
     option("recipe", RecipeOpt, None), option("data", DataOpt, None), option("val", ValOpt, None),
     option("out", OutOpt, None), option("set_", SetOpt, None), option("max_steps", MaxStepsOpt, 0),
     option("resume", ResumeOpt, None), option("overwrite", OverwriteOpt, False), option("cache", CacheOpt, None),
+    option("tracker", TrackerOpt, None),
 )
 INFERENCE = (option("weights", WeightsOpt, Weights.best), option("batch_size", BatchOpt, 0),
              option("workers", WorkersOpt, -1))

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import TRAINING, CacheMode, option, with_cache, with_options
+from dlcvkit.cli.options import TRAINING, CacheMode, Tracker, option, recipe_overrides, with_options
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.tasks.registry import TASKS, run_training
 
@@ -33,10 +33,11 @@ def _command(run: Callable[..., None], name: str) -> Callable[..., None]:
 
 
 def _train(name: str, *, recipe: Path | None, data: str | None, out: Path | None, set_: list[str] | None,
-           max_steps: int, resume: Path | None, overwrite: bool, cache: CacheMode | None, val: str | None = None,
-           overrides: tuple[str, ...] = ()) -> None:
-    run_training(name, recipe=recipe, data=data, val=val, out=out, overrides=[*with_cache(set_, cache), *overrides],
-                 max_steps=max_steps, resume=resume, overwrite=overwrite)
+           max_steps: int, resume: Path | None, overwrite: bool, cache: CacheMode | None,
+           tracker: list[Tracker] | None, val: str | None = None, overrides: tuple[str, ...] = ()) -> None:
+    run_training(name, recipe=recipe, data=data, val=val, out=out,
+                 overrides=[*recipe_overrides(set_, cache, tracker), *overrides], max_steps=max_steps, resume=resume,
+                 overwrite=overwrite)
 
 
 def _segment(name: str, *, track: str | None, **options) -> None:
@@ -61,7 +62,7 @@ def _finetune(name: str, *, data: str | None, val: str | None, set_: list[str] |
 
     if data is not None and val is None and (splits := office_home_splits(data)) is not None:
         data, val = (str(p) for p in splits)
-    overrides = with_cache(set_, options.pop("cache"))
+    overrides = recipe_overrides(set_, options.pop("cache"), options.pop("tracker"))
     if tsne_every is not None:
         overrides.append(f"viz.tsne_every={tsne_every}")
     if not all_settings:
@@ -71,7 +72,7 @@ def _finetune(name: str, *, data: str | None, val: str | None, set_: list[str] |
             overrides += setting_overrides(setting.value, backbone)
         elif backbone is not None:
             raise DlcvkitError("--backbone goes with --setting B–E (or set model.pretrained in the recipe)")
-        _train(name, data=data, val=val, set_=overrides, cache=None, **options)
+        _train(name, data=data, val=val, set_=overrides, cache=None, tracker=None, **options)
         return
     if setting is not None or backbone is not None or options["resume"] is not None:
         raise DlcvkitError("--all-settings runs every setting itself: drop --setting, --backbone and --resume")
