@@ -40,6 +40,11 @@ def _train(name: str, *, recipe: Path | None, data: str | None, out: Path | None
                  overwrite=overwrite)
 
 
+def _byol(name: str, *, monitor: str | None, **options) -> None:
+    """--monitor DIR sets monitor.data."""
+    _train(name, **options, overrides=(f"monitor.data={json.dumps(monitor)}",) if monitor is not None else ())
+
+
 def _segment(name: str, *, track: str | None, **options) -> None:
     """--track 0008,0097 sets viz.track."""
     names = [n.strip() for n in track.split(",") if n.strip()] if track is not None else None
@@ -124,9 +129,13 @@ TRACK = option("track", Annotated[Optional[str], typer.Option(
     "--track", help="Validation images to predict after every epoch, e.g. 0008,0097,0107 (sets viz.track; "
                     "RUN_DIR/track.png shows them at the end).")], None)
 
+MONITOR = option("monitor", Annotated[Optional[str], typer.Option(
+    "--monitor", help="Labelled images to watch the encoder learn: kNN accuracy of its features every "
+                      "train.eval_every epochs, in metrics.jsonl and the curves (sets monitor.data).")], None)
+
 # a task's own options and command, where they are not the shared ones and `run_training`
 OWN = {
-    "byol": (tuple(p for p in TRAINING if p.name != "val"), _train),
+    "byol": ((*(p for p in TRAINING if p.name != "val"), MONITOR), _byol),
     "segment": ((*TRAINING, TRACK), _segment),
     "finetune": ((*(OFFICE_HOME if p.name == "data" else p for p in TRAINING), *FINETUNE), _finetune),
 }

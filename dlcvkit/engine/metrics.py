@@ -1,4 +1,5 @@
-"""Confusion matrices accumulated on the device and reduced once; accuracy and the course's mean IoU from them.
+"""Confusion matrices accumulated on the device and reduced once; accuracy and the course's mean IoU from them;
+and the kNN vote on features that both the BYOL monitor and `dlcvkit eval probe` use.
 
 Rows are labels, columns predictions. Every metric is a pure function of the matrix, so a distributed
 evaluation is exact as long as each sample is counted once (see `dlcvkit.engine.sampling.EvalBatches`).
@@ -75,3 +76,20 @@ def mean_iou(matrix: torch.Tensor, classes: int = 6, absent: Literal["nan", "ski
     iou = iou_per_class(matrix, classes)
     kept = iou if absent == "nan" else iou[~iou.isnan()]
     return float(kept.mean()) if len(kept) else float("nan")
+
+
+def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, k: int,
+                chunk: int = 1024) -> torch.Tensor:
+    """The label of each query (m d) by a majority vote of its `k` nearest bank samples (n d) by cosine
+    similarity, ties to the smallest label (as scikit-learn's KNeighborsClassifier, metric="cosine")."""
+    k, bank_labels = min(k, len(bank)), bank_labels.long()
+    classes = int(bank_labels.max()) + 1
+    bank = torch.nn.functional.normalize(bank.float(), dim=1)
+    predictions = []
+    for start in range(0, len(queries), chunk):  # an m x n similarity matrix at a time would not fit for big sets
+        similarity = torch.nn.functional.normalize(queries[start:start + chunk].float(), dim=1) @ bank.T
+        nearest = bank_labels[similarity.topk(k, dim=1).indices]  # m k
+        votes = torch.zeros(len(nearest), classes, device=bank.device).scatter_add_(
+            1, nearest, torch.ones_like(nearest, dtype=torch.float))
+        predictions.append(votes.argmax(dim=1))  # the first maximum: the smallest label of a tie
+    return torch.cat(predictions)

@@ -3,7 +3,8 @@
 Both run on features extracted once (no augmentation, backbone in eval mode), with scikit-learn:
 - linear probe: multinomial logistic regression on standardised features (the usual SSL protocol, as a convex
   fit instead of SGD epochs, so the number does not depend on a training schedule);
-- kNN: majority vote of the k = 20 nearest training samples by cosine similarity.
+- kNN: majority vote of the k = 20 nearest training samples by cosine similarity (the vote BYOL's monitor
+  takes during training, dlcvkit.engine.metrics.knn_predict).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 from dlcvkit.config import DataConfig
 from dlcvkit.data.datasets import open_labeled
 from dlcvkit.engine.distributed import pick_device
+from dlcvkit.engine.metrics import knn_predict
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.backbones import backbone_metadata, create_backbone, load_backbone_weights
 from dlcvkit.runs.features import extract_features
@@ -42,11 +44,8 @@ def knn_accuracy(
     train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, k: int = KNN_K
 ) -> float:
     """Validation accuracy of a majority vote of the `k` nearest training samples by cosine similarity."""
-    from sklearn.neighbors import KNeighborsClassifier
-
-    knn = KNeighborsClassifier(n_neighbors=min(k, len(train_x)), metric="cosine", algorithm="brute")
-    knn.fit(train_x, train_y)
-    return float(knn.score(val_x, val_y))
+    predicted = knn_predict(torch.as_tensor(train_x), torch.as_tensor(train_y), torch.as_tensor(val_x), k)
+    return float((predicted.numpy() == np.asarray(val_y)).mean())
 
 
 def open_backbone(path: str | Path | None, arch: str | None) -> tuple[nn.Module, str]:

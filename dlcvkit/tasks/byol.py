@@ -1,4 +1,7 @@
-"""BYOL self-supervised pre-training on unlabeled images; exports the online encoder as `backbone.safetensors`."""
+"""BYOL self-supervised pre-training on unlabeled images; exports the online encoder as `backbone.safetensors`.
+With a labelled monitor set (`monitor.data`, `--monitor DIR`), every evaluation (`train.eval_every` epochs and the
+end) logs the kNN accuracy of the online encoder's features, as solo-learn and Lightly watch SSL runs: the loss
+alone flattens early whether or not the encoder learns."""
 
 from __future__ import annotations
 
@@ -9,16 +12,21 @@ import torch
 from torch import nn
 
 from dlcvkit.augment.byol import byol_views
+from accelerate.utils import gather_object
+
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.config import Recipe
-from dlcvkit.data.datasets import UnlabeledFolder
+from dlcvkit.data.datasets import UnlabeledFolder, open_labeled
 from dlcvkit.engine.ema import EMA
+from dlcvkit.engine.metrics import knn_predict
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.byol import BYOL, build_byol
+from dlcvkit.tasks.finetune import office_home_splits
 
 BACKBONE_FILE = "backbone.safetensors"
+QUERY_EVERY = 5  # of the monitor set, samples 4, 9, 14, ... are classified by the kNN of all the others
 
 
 @dataclass
@@ -37,10 +45,17 @@ class ByolAug:
 
 
 @dataclass
+class ByolMonitor:
+    data: str = ""  # labelled images (any layout of `dlcvkit classify`; an Office-Home folder: its train/), "" = none
+    k: int = 20  # neighbours of the cosine kNN majority vote (as `dlcvkit eval probe`)
+
+
+@dataclass
 class ByolRecipe(Recipe):
     task: str = "byol"
     model: ByolModel = field(default_factory=ByolModel)
     aug: ByolAug = field(default_factory=ByolAug)
+    monitor: ByolMonitor = field(default_factory=ByolMonitor)
 
 
 class ByolTask(Task):
@@ -60,6 +75,36 @@ class ByolTask(Task):
         if self._train is None:
             self._train = UnlabeledFolder(data.train, size=data.img_size)
         return self._train
+
+    def val_dataset(self):
+        """The monitor set, if any."""
+        monitor = self.recipe.monitor
+        if not monitor.data:
+            return None
+        if monitor.k < 1:
+            raise DlcvkitError(f"recipe key 'monitor.k' must be at least 1, got {monitor.k}")
+        splits = office_home_splits(monitor.data)
+        dataset = open_labeled(splits[0] if splits else monitor.data, size=self.recipe.data.img_size)
+        if dataset.labels is None or len(dataset) < QUERY_EVERY:
+            raise DlcvkitError(f"monitor.data {monitor.data}: the monitor needs at least {QUERY_EVERY} labelled "
+                               "images (a P1 or ImageFolder folder, or a CSV of id,filename,label)")
+        return dataset
+
+    @torch.no_grad()
+    def evaluate(self, model: BYOL, batches, ctx: RunContext) -> dict:
+        """kNN accuracy of the online encoder's features on the monitor set: every fifth sample classified by the
+        others. Each process embeds its share; the features are gathered in dataset order, so that 1 and N
+        processes vote on the same features."""
+        accelerator = ctx.accelerator
+        # EvalBatches gives process r the batches r, r + N, r + 2N, ... of consecutive samples
+        local = [(i * accelerator.num_processes + accelerator.process_index,
+                  model.encoder(normalize(to_unit(batch["image"]))).float().cpu(), batch["label"].cpu())
+                 for i, batch in enumerate(batches)]
+        shares = sorted(gather_object(local) if accelerator.num_processes > 1 else local, key=lambda s: s[0])
+        features, labels = torch.cat([s[1] for s in shares]), torch.cat([s[2] for s in shares])
+        query = torch.arange(len(labels)) % QUERY_EVERY == QUERY_EVERY - 1
+        predicted = knn_predict(features[~query], labels[~query], features[query], self.recipe.monitor.k)
+        return {"knn_acc": float((predicted == labels[query]).float().mean())}
 
     def augment(self, batch: dict) -> dict:
         view1, view2 = self._views(to_unit(batch["image"]))

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +74,21 @@ def test_training_and_eval_seg_share_the_mean_iou():
     c.update(torch.tensor([0, 1, 1, 1, 0, 6, 2, 2]), torch.tensor([0, 0, 1, 1, 6, 6, 2, 3]))
     assert segmentation_metrics(c.matrix)["miou"] == mean_iou(c.matrix, absent="skip")
     assert iou_report(c.matrix, "skip")[1]["mean_iou"] == mean_iou(c.matrix, absent="skip")
+
+
+@pytest.mark.parametrize("k", [1, 20, 200])
+def test_knn_predict_equals_scikit_learns_cosine_majority_vote(k):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from dlcvkit.engine.metrics import knn_predict
+
+    rng = np.random.default_rng(k)
+    centres = rng.normal(size=(7, 16))
+    bank_y, query_y = rng.integers(0, 7, 300), rng.integers(0, 7, 90)
+    bank_x = (centres[bank_y] + 1.5 * rng.normal(size=(300, 16))).astype(np.float32)
+    query_x = (centres[query_y] + 1.5 * rng.normal(size=(90, 16))).astype(np.float32)
+    knn = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute", weights="uniform")
+    expected = knn.fit(bank_x, bank_y).predict(query_x)
+    predicted = knn_predict(torch.from_numpy(bank_x), torch.from_numpy(bank_y), torch.from_numpy(query_x), k, chunk=32)
+    assert predicted.tolist() == expected.tolist()
+    assert 0.3 < (expected == query_y).mean() < 1  # a vote that is neither trivial nor chance

@@ -1,11 +1,12 @@
 """BYOL: the loss, the target network (no gradient, EMA with the cosine τ and BN buffers), per-image views,
-1 vs 2 processes, and the exported backbone."""
+1 vs 2 processes, the exported backbone, and the kNN monitor against scikit-learn's kNN."""
 
 import json
 import math
 from itertools import chain
 
 import kornia.augmentation as K
+import numpy as np
 import pytest
 import timm
 import torch
@@ -14,7 +15,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from dlcvkit.augment.byol import blur_kernel, byol_views
-from dlcvkit.data.synth import synth_ssl
+from dlcvkit.augment.common import normalize, to_unit
+from dlcvkit.data.datasets import open_labeled
+from dlcvkit.data.synth import synth_cls, synth_ssl
 from dlcvkit.models.byol import BYOL, regression_loss
 from dlcvkit.tasks.byol import ByolModel, ByolRecipe, ByolTask
 from tests.cli_runner import dlcvkit
@@ -44,6 +47,8 @@ weight_decay = 1.5e-6
 epochs = 2
 grad_accum = 2
 log_every = 1
+[monitor]
+k = 5
 """
 
 
@@ -154,14 +159,16 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("byol")
     (root / "recipe.toml").write_text(RECIPE)
     synth_ssl(root / "ssl", n=32, size=32)
-    common = ["byol", "-r", root / "recipe.toml", "--data", root / "ssl"]
+    synth_cls(root / "monitor", n=40, size=32, classes=3)
+    common = ["byol", "-r", root / "recipe.toml", "--data", root / "ssl", "--monitor", root / "monitor"]
     dlcvkit(*common, "--out", root / "one")
     dlcvkit("launch", "--procs", 2, "--", *common, "--out", root / "two")
     return root
 
 
-def _log(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+def _log(run, split=None):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if r.get("split") == split]
 
 
 def test_two_processes_give_the_single_process_losses(runs):
@@ -189,3 +196,25 @@ def test_exported_backbone_is_the_online_encoder_and_loads_into_timm(runs):
     net.load_state_dict(exported)  # strict
     with safe_open(str(run / "backbone.safetensors"), "pt") as f:
         assert f.metadata()["backbone"] == "test_resnet"
+
+
+def test_the_monitor_knn_equals_scikit_learns_on_the_same_features(runs):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    net = timm.create_model("test_resnet", num_classes=0).eval()
+    net.load_state_dict(load_file(runs / "one" / "backbone.safetensors"))  # the online encoder at the last step
+    monitor = open_labeled(runs / "monitor", size=32)
+    with torch.no_grad():  # the run's evaluation batches: 8 consecutive images (data.batch_size)
+        batches = [torch.stack([monitor[i]["image"] for i in range(s, min(s + 8, 40))]) for s in range(0, 40, 8)]
+        features = torch.cat([net(normalize(to_unit(b))) for b in batches]).numpy()
+    labels = np.array([monitor[i]["label"] for i in range(40)])
+    query = np.arange(40) % 5 == 4
+    knn = KNeighborsClassifier(n_neighbors=5, metric="cosine", algorithm="brute", weights="uniform")
+    expected = knn.fit(features[~query], labels[~query]).score(features[query], labels[query])
+    val = _log(runs / "one", "val")
+    assert [(r["step"], r["epoch"]) for r in val] == [(2, 1), (4, 2)]  # every epoch (train.eval_every = 1)
+    assert val[-1]["knn_acc"] == expected
+
+
+def test_two_processes_give_the_single_process_monitor(runs):
+    assert [r["knn_acc"] for r in _log(runs / "two", "val")] == [r["knn_acc"] for r in _log(runs / "one", "val")]
