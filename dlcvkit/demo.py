@@ -17,6 +17,7 @@ import torch
 from accelerate import PartialState
 
 from dlcvkit.engine.distributed import pick_device
+from dlcvkit.engine.runlog import read_metrics
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.recipes import shipped
 from dlcvkit.report import Block, comparison, write_report
@@ -91,9 +92,9 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
     d.cli("data: scikit-learn's handwritten digits (real)", "data", "export-digits", "--out", data / "digits",
           main_only=True)
 
-    # 1. BYOL pre-training, then linear probe / kNN of its backbone against a random one
+    # 1. BYOL pre-training watched by the kNN monitor, then linear probe / kNN of its backbone against a random one
     d.cli("BYOL pre-training", "byol", "-r", shipped("demo_byol"), "--data", data / "ssl", "--out", runs / "byol",
-          "--set", f"train.epochs={s.byol_epochs}", train=True)
+          "--monitor", data / "office", "--set", f"train.epochs={s.byol_epochs}", train=True)
     d.cli("probe: BYOL backbone", "eval", "probe", "--data", data / "office",
           "--backbone", runs / "byol" / "backbone.safetensors", "--workers", 0, "--json", out / "probe_byol.json",
           main_only=True)
@@ -149,6 +150,13 @@ def demo_blocks(d: Demo) -> list[Block]:
                header=["backbone (resnet18, 32 px)", "linear probe", "kNN (k = 20)"],
                rows=[["random init", f"{rand['linear_probe_acc']:.4f}", f"{rand['knn_acc']:.4f}"],
                      ["BYOL (this demo)", f"{byol['linear_probe_acc']:.4f}", f"{byol['knn_acc']:.4f}"]])]
+    monitor = [r for r in read_metrics(runs / "byol") if "knn_acc" in r]
+    if monitor:
+        blocks.append(Block("text", (
+            "The kNN monitor during pre-training (`--monitor`: k = 20 on the online encoder's features of the "
+            "Office-Home-like training images, every fifth classified by the others), by epoch: "
+            + ", ".join(f"{r['epoch']}: {r['knn_acc']:.4f}" for r in monitor)
+            + f" (chance about {1 / _classes(out / 'data' / 'office'):.2f}). Its curve is in the BYOL run's report.")))
     if s is QUICK:
         blocks.append(Block("text", (
             f"With `--quick` BYOL trains {s.byol_epochs} epochs of {s.ssl} images (about a minute on a CPU): too "
@@ -187,6 +195,12 @@ def demo_blocks(d: Demo) -> list[Block]:
                Block("heading", "Time per step"),
                Block("table", header=["step", "seconds"], rows=[[t, f"{sec:.1f}"] for t, sec in d.timings])]
     return blocks
+
+
+def _classes(office: Path) -> int:
+    """The number of classes of an Office-Home-like folder (its train.csv's labels)."""
+    rows = (office / "train.csv").read_text().splitlines()[1:]
+    return len({row.rsplit(",", 1)[1] for row in rows if row.strip()})
 
 
 def _num(value) -> str:

@@ -34,6 +34,8 @@ def test_demo_report_has_every_part(demo):
     assert f"{m['mean_iou']:.4f}" in report
     page = (demo / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 2  # pictures inlined: one self-contained file
+    monitor = _last_val(demo / "runs" / "byol")  # BYOL watched by the kNN monitor (with --max-steps 1: once)
+    assert "The kNN monitor during pre-training" in report and f"{monitor['epoch']}: {monitor['knn_acc']:.4f}" in report
 
 
 def test_demo_wrote_course_format_outputs(demo):
