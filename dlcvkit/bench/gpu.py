@@ -54,7 +54,7 @@ from dlcvkit.engine.weights import read_state_dict
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.runs.load import run_recipe
 from dlcvkit.runs.segment import evaluate_run
-from dlcvkit.tasks.registry import task_classes
+from dlcvkit.tasks.registry import build_task, task_classes
 
 COURSE_IMAGES, COURSE_SECONDS = 257, 600  # P2's validation set and the course's inference limit
 PREDICT_GOAL_SECONDS = 60  # "well under" the course's 10 minutes
@@ -267,14 +267,13 @@ def _two_gpus(cfg: dict, device: torch.device, cache: Path) -> dict:
 def _fit(task: str, data: Path, overrides: list[str], device: torch.device, run_dir: Path, steps: int,
          resume: bool = False) -> None:
     """`fit` in this process on synthetic `data` with the task's default recipe and `overrides`."""
-    recipe_cls, task_cls = task_classes(TASKS[task])
-    recipe = recipe_cls()
+    recipe = task_classes(TASKS[task])[0]()
     items = [f"data.train={json.dumps(str(data))}", "data.num_workers=0", "train.tensorboard=false",
              f"train.cpu={str(device.type == 'cpu').lower()}", *overrides]
     for item in items:
         apply_override(recipe, item)
     AcceleratorState._reset_state(reset_partial_state=True)  # each run builds its own Accelerator
-    fit(task_cls(recipe), run_dir, max_steps=steps, resume=resume)
+    fit(build_task(recipe), run_dir, max_steps=steps, resume=resume)
 
 
 def _syncs_between_log_points(run: Callable[[], None], device: torch.device) -> Counter:

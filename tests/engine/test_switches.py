@@ -23,7 +23,7 @@ from dlcvkit.engine.loop import fit
 from dlcvkit.engine.runlog import RunLog, read_metrics
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.models.backbones import create_backbone
-from dlcvkit.tasks.registry import task_classes
+from dlcvkit.tasks.registry import build_task, task_classes
 from tests.cli_runner import dlcvkit
 
 STEPS = 3
@@ -128,11 +128,10 @@ def data(tmp_path_factory):
 
 def train(data, task: str, name: str, overrides=(), steps: int = STEPS) -> dict:
     """`fit` in this process on the task's recipe with `--set`-style overrides: losses, taus and weights."""
-    recipe_cls, task_cls = task_classes(task)
-    recipe = load_recipe(data / f"{task}.toml", recipe_cls, list(overrides))
+    recipe = load_recipe(data / f"{task}.toml", task_classes(task)[0], list(overrides))
     run_dir = data / "runs" / task / name
     AcceleratorState._reset_state(reset_partial_state=True)  # each run builds its own Accelerator
-    fit(task_cls(recipe), run_dir, max_steps=steps)
+    fit(build_task(recipe), run_dir, max_steps=steps)
     return read_run(run_dir)
 
 
