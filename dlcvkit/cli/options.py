@@ -137,13 +137,14 @@ Precision = choices("Precision", "fp32", "bf16", "fp16")
 ModelOpt = Annotated[str, typer.Option("--model", help="timm backbone.")]
 SegmenterOpt = Annotated[str, typer.Option("--segmenter", help="seg: fcn32s, fcn16s, fcn8s or deeplabv3.")]
 ImgSizeOpt = Annotated[int, typer.Option("--img-size", help="Image side in pixels.")]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="fp32, bf16 or fp16 (GPU).")]
 
-# Old spellings, read as the new ones (a Click token normaliser, so each is one entry here, not an option per
-# command): scripts written for earlier versions keep working; --help shows only the new names.
+# Old spellings, read as the new ones by Click's token normaliser (so each is one entry here, not a hidden option
+# per command): scripts written for earlier versions keep working; --help shows only the new names.
 RENAMED = {"--arch": "--model", "--batch": "--batch-size", "--images": "--data", "--size": "--img-size"}
 
 
 def renamed(token: str) -> str:
-    """An option name as the commands declare it: `RENAMED`'s new name for an old one."""
-    return RENAMED.get(token, token)
-PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="fp32, bf16 or fp16 (GPU).")]
+    """An option name as the commands declare it now (Click passes it without its dashes; choice values pass
+    through here too, and no choice is spelt like an old option)."""
+    return RENAMED.get(f"--{token}", f"--{token}")[2:]

@@ -127,7 +127,7 @@ FINETUNE = (
     option("tsne_every", Annotated[Optional[int], typer.Option(
         "--tsne-every", help="A t-SNE picture of the validation features every K epochs (RUN_DIR/tsne/).")], None),
 )
-OFFICE_HOME = option("data", Annotated[Optional[str], typer.Option(
+OFFICE_HOME = option("data", Annotated[Optional[Path], typer.Option(
     "--data", help="Office-Home folder (train/ + train.csv, val/ + val.csv), or the training data alone.")], None)
 TRACK = option("track", Annotated[Optional[str], typer.Option(
     "--track", help="Validation images to predict after every epoch, e.g. 0008,0097,0107 (sets viz.track; "
