@@ -169,7 +169,8 @@ def demo_blocks(d: Demo) -> list[Block]:
         m = d.read_json(out / f"miou_{name}.json")
         seg_rows.append([name, *(_num(v) for v in m["iou"]), _num(m["mean_iou"])])
     classes = d.read_json(out / "miou_fcn8s.json")["classes"]
-    blocks += [Block("heading", "3. Segmentation: FCN32s vs FCN8s (course mIoU of the predicted masks)"),
+    blocks += [Block("heading", "3. Segmentation: FCN32s vs FCN8s (course mIoU of the masks predicted with "
+                                "best.safetensors)"),
                Block("table", header=["model", *classes, "mean IoU"], rows=seg_rows)]
     blocks += [Block("image", f"{name}: image, ground truth, early / middle / final predictions",
                      path=runs / name / "track.png")
@@ -182,8 +183,11 @@ def demo_blocks(d: Demo) -> list[Block]:
                (("digits_tsne.png", "t-SNE of penultimate features"), ("digits_confusion.png", "confusion matrix"))
                if (out / f).is_file()]
 
-    header, rows = comparison([runs / n for n in ("byol", "supervised", "fcn32s", "fcn8s", "digits")])
+    names = ("byol", "supervised", "fcn32s", "fcn8s", "digits")
+    header, rows = comparison([runs / n for n in names])
     blocks += [Block("heading", "Runs side by side"), Block("table", header=header, rows=rows),
+               Block("runs", "Each run's own report (curves, pictures, recipe):",
+                     rows=[[n, runs / n] for n in names]),
                Block("heading", "Time per step"),
                Block("table", header=["step", "seconds"], rows=[[t, f"{sec:.1f}"] for t, sec in d.timings])]
     return blocks
