@@ -90,6 +90,9 @@ def _draw_curves(ax, title: str, lines: dict, num_classes: int | None) -> None:
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("optimizer step", fontsize=8)
     ax.set_ylabel(_quantity(keys), fontsize=8)
+    steps = [step for series, _ in lines.values() for step in series]
+    if max(steps) - min(steps) < 2:  # a step or two: autoscaling would span less than one whole step
+        ax.set_xlim(min(steps) - 1, max(steps) + 1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)

@@ -32,10 +32,13 @@ def test_accuracy_is_drawn_on_0_1_with_a_dashed_chance_line_and_labelled_axes():
     assert axes["train loss"].get_ylim() != (0.0, 1.0)  # a loss keeps its own range
 
 
-def test_step_ticks_are_whole_numbers():
-    for title, ax in _axes(curves_figure(CLS, num_classes=10)).items():
-        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
-        assert ticks and all(float(t).is_integer() for t in ticks), (title, ticks)
+def test_step_ticks_are_whole_numbers_also_for_a_single_step():
+    single = [{"step": 4, "loss": 3.8}, {"step": 4, "split": "val", "acc": 0.08}]  # a run cut by --max-steps
+    for records in (CLS, single):
+        for title, ax in _axes(curves_figure(records, num_classes=10)).items():
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), (title, ticks)
+            assert 4 in ticks or records is CLS
 
 
 def test_without_a_class_count_there_is_no_chance_line():
