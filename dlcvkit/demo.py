@@ -80,15 +80,15 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
     data, runs = d.data, d.runs
 
     d.cli("data: unlabelled images (Mini-ImageNet layout)", "data", "synth", "ssl", "--out", data / "ssl",
-          "--n", s.ssl, "--size", 32, main_only=True)
+          "--n", s.ssl, "--img-size", 32, main_only=True)
     d.cli("data: Office-Home layout", "data", "synth", "officehome", "--out", data / "office", "--n", s.office,
-          "--size", 32, main_only=True)
+          "--img-size", 32, main_only=True)
     d.cli("data: labelled images of 20 other classes (P1 layout)", "data", "synth", "cls", "--out",
-          data / "supervised", "--n", s.supervised, "--size", 32, "--classes", 20, "--seed", 7, main_only=True)
+          data / "supervised", "--n", s.supervised, "--img-size", 32, "--classes", 20, "--seed", 7, main_only=True)
     d.cli("data: satellite tiles, train", "data", "synth", "seg", "--out", data / "seg_train", "--n", s.seg_train,
-          "--size", 64, main_only=True)
+          "--img-size", 64, main_only=True)
     d.cli("data: satellite tiles, validation", "data", "synth", "seg", "--out", data / "seg_val", "--n", s.seg_val,
-          "--size", 64, "--seed", 1, main_only=True)
+          "--img-size", 64, "--seed", 1, main_only=True)
     d.cli("data: scikit-learn's handwritten digits (real)", "data", "export-digits", "--out", data / "digits",
           main_only=True)
 
@@ -98,7 +98,7 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
     d.cli("probe: BYOL backbone", "eval", "probe", "--data", data / "office",
           "--backbone", runs / "byol" / "backbone.safetensors", "--workers", 0, "--json", out / "probe_byol.json",
           main_only=True)
-    d.cli("probe: random backbone", "eval", "probe", "--data", data / "office", "--arch", "resnet18",
+    d.cli("probe: random backbone", "eval", "probe", "--data", data / "office", "--model", "resnet18",
           "--img-size", 32, "--workers", 0, "--json", out / "probe_random.json", main_only=True)
 
     # 2. A supervised backbone (standing in for the course's provided one), then fine-tuning settings A–E
@@ -114,7 +114,7 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
         d.cli(f"segmentation {name}", "segment", "-r", shipped("demo_seg"), "--data", data / "seg_train",
               "--val", data / "seg_val", "--out", runs / name, "--track", "0000,0004", "--set", f'model.name="{name}"',
               "--set", f"train.epochs={s.seg_epochs}", train=True)
-        d.cli(f"predict {name} masks", "predict", "seg", "--run", runs / name, "--images", data / "seg_val",
+        d.cli(f"predict {name} masks", "predict", "seg", "--run", runs / name, "--data", data / "seg_val",
               "--out", out / "predictions" / name)
         d.cli(f"course mIoU of {name}", "eval", "seg", "--pred", out / "predictions" / name,
               "--labels", data / "seg_val", "--absent", "skip", "--json", out / f"miou_{name}.json", main_only=True)
@@ -177,7 +177,8 @@ def demo_blocks(d: Demo) -> list[Block]:
         m = d.read_json(out / f"miou_{name}.json")
         seg_rows.append([name, *(_num(v) for v in m["iou"]), _num(m["mean_iou"])])
     classes = d.read_json(out / "miou_fcn8s.json")["classes"]
-    blocks += [Block("heading", "3. Segmentation: FCN32s vs FCN8s (course mIoU of the predicted masks)"),
+    blocks += [Block("heading", "3. Segmentation: FCN32s vs FCN8s (course mIoU of the masks predicted with "
+                                "best.safetensors)"),
                Block("table", header=["model", *classes, "mean IoU"], rows=seg_rows)]
     blocks += [Block("image", f"{name}: image, ground truth, early / middle / final predictions",
                      path=runs / name / "track.png")
@@ -190,8 +191,11 @@ def demo_blocks(d: Demo) -> list[Block]:
                (("digits_tsne.png", "t-SNE of penultimate features"), ("digits_confusion.png", "confusion matrix"))
                if (out / f).is_file()]
 
-    header, rows = comparison([runs / n for n in ("byol", "supervised", "fcn32s", "fcn8s", "digits")])
+    names = ("byol", "supervised", "fcn32s", "fcn8s", "digits")
+    header, rows = comparison([runs / n for n in names])
     blocks += [Block("heading", "Runs side by side"), Block("table", header=header, rows=rows),
+               Block("runs", "Each run's own report (curves, pictures, recipe):",
+                     rows=[[n, runs / n] for n in names]),
                Block("heading", "Time per step"),
                Block("table", header=["step", "seconds"], rows=[[t, f"{sec:.1f}"] for t, sec in d.timings])]
     return blocks

@@ -23,7 +23,8 @@ from dlcvkit.errors import DlcvkitError
 
 @dataclass
 class Block:
-    """One piece of a report: kind is heading | text | table | image | code."""
+    """One piece of a report: kind is heading | text | table | image | code | runs (`text`, then a link to the
+    report of each run folder in `rows`: [name, folder]). Text and table cells are Markdown (`code`, links)."""
 
     kind: str
     text: str = ""
@@ -54,7 +55,7 @@ def run_summary(run_dir: Path) -> dict:
         "final_loss": train[-1]["loss"] if train else None,
         "val": {k: v for k, v in (val[-1] if val else {}).items() if k not in ("step", "epoch", "split")},
         "best": state.get("best"),
-        "best_metric": state.get("best_metric"),
+        "best_metric": state.get("best_metric") or _best_metric(run_dir / "best.safetensors"),
         "best_step": state.get("best_step"),
         "best_epoch": state.get("best_epoch"),
         "total_steps": state.get("total_steps"),  # the schedule's steps (checkpoints of earlier versions: absent)
@@ -65,11 +66,27 @@ def run_summary(run_dir: Path) -> dict:
 
 
 def _task_name(recipe: Path) -> str:
-    """The task a run's recipe.toml names (the report needs nothing else of it)."""
+    """The task a run's recipe.toml names."""
+    return _recipe(recipe).get("task", "")
+
+
+def _recipe(path: Path) -> dict:
+    """A run's recipe.toml as a plain dict (the report needs none of the tasks' code)."""
     try:
-        return tomllib.loads(recipe.read_text()).get("task", "")
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise DlcvkitError(f"recipe {recipe} is not valid TOML: {e}") from None
+        raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
+
+
+def _best_metric(path: Path) -> str:
+    """The name of the metric whose best value chose `best.safetensors` (recorded in its metadata)."""
+    if not path.is_file():
+        return "metric"
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as weights:
+        names = [k for k in (weights.metadata() or {}) if k not in ("format", "step")]
+    return names[0] if names else "metric"
 
 
 def run_report_blocks(run_dir: Path) -> list[Block]:
@@ -84,17 +101,18 @@ def run_report_blocks(run_dir: Path) -> list[Block]:
         facts.append(["last training loss", _fmt(s["final_loss"])])
     if s["best"] is not None:
         epoch = f"epoch {s['best_epoch']}, " if s["best_epoch"] is not None else ""
-        facts.append([f"best validation {s['best_metric'] or 'metric'}",
-                      f"{_fmt(s['best'])} ({epoch}step {s['best_step']})"])
+        facts.append([f"best validation {s['best_metric']}",
+                      f"{_fmt(s['best'])} ({epoch}step {s['best_step']}: best.safetensors)"])
     if s["samples_per_s"] is not None:
         facts.append(["throughput (median)", f"{s['samples_per_s']:.1f} samples/s"])
     if s["data_wait"] is not None:
         facts.append(["time waiting for data", f"{100 * s['data_wait']:.1f}%"])
     blocks.append(Block("table", header=["", ""], rows=facts))
     if s["val"]:
-        blocks += [Block("heading", "Final validation metrics"),
+        blocks += [Block("heading", "Final validation metrics (the last evaluation, model.safetensors)"),
                    Block("table", header=["metric", "value"], rows=[[k, _fmt(v)] for k, v in s["val"].items()])]
-    curves = plot_curves(read_metrics(run_dir), run_dir / "curves.png")
+    classes = _recipe(run_dir / "recipe.toml").get("model", {}).get("num_classes")  # the chance level of accuracy
+    curves = plot_curves(read_metrics(run_dir), run_dir / "curves.png", classes)
     pictures = ([curves] if curves else []) + sorted(p for p in run_dir.glob("*.png") if p.name != "curves.png")
     pictures += sorted(run_dir.glob("tsne/*.png"))
     if pictures:
@@ -119,11 +137,16 @@ def comparison(run_dirs: list[Path]) -> tuple[list[str], list[list[str]]]:
     keys: list[str] = []
     for s in summaries:
         keys += [k for k, v in s["val"].items() if k not in keys and not isinstance(v, list)]
-    rows = [[k] + [_fmt(s["val"].get(k)) for s in summaries] for k in keys]
-    rows += [["best", *[_fmt(s["best"]) for s in summaries]],
+    rows = [[f"{k} (last evaluation)"] + [_fmt(s["val"].get(k)) for s in summaries] for k in keys]
+    rows += [["best (best.safetensors)", *[_best(s) for s in summaries]],
              ["steps", *[str(s["step"]) for s in summaries]],
              ["samples/s", *[_fmt(s["samples_per_s"], 1) for s in summaries]]]
     return ["metric", *[f"{s['name']} ({s['task']})" for s in summaries]], rows
+
+
+def _best(summary: dict) -> str:
+    """`miou 0.7252`: a run's best value, named (runs of several tasks sit side by side)."""
+    return "-" if summary["best"] is None else f"{summary['best_metric']} {_fmt(summary['best'])}"
 
 
 def write_report(blocks: list[Block], out_dir: Path, name: str = "report") -> tuple[Path, Path]:
@@ -132,7 +155,7 @@ def write_report(blocks: list[Block], out_dir: Path, name: str = "report") -> tu
     out_dir.mkdir(parents=True, exist_ok=True)
     md, page = out_dir / f"{name}.md", out_dir / f"{name}.html"
     md.write_text(to_markdown(blocks, out_dir))
-    page.write_text(to_html(blocks))
+    page.write_text(to_html(blocks, out_dir))
     return md, page
 
 
@@ -156,19 +179,23 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
             out.append(f"![{b.text}]({_relative(b.path, base)})")
         elif b.kind == "code":
             out.append(f"```toml\n{b.text.rstrip()}\n```")
+        elif b.kind == "runs":
+            out.append(f"{b.text} " + ", ".join(f"[{name}]({_relative(Path(d) / 'report.md', base)})"
+                                                for name, d in b.rows))
     return "\n\n".join(out) + "\n"
 
 
-def to_html(blocks: list[Block]) -> str:
+def to_html(blocks: list[Block], base: Path) -> str:
+    """One self-contained page (pictures inlined); links to other files are relative to `base`, its folder."""
     body = []
     for b in blocks:
         if b.kind == "heading":
-            body.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+            body.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
         elif b.kind == "text":
-            body.append(f"<p>{html.escape(b.text)}</p>")
+            body.append(f"<p>{_inline(b.text)}</p>")
         elif b.kind == "table":
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            head = "".join(f"<th>{_inline(h)}</th>" for h in b.header)
+            rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows)
             body.append(f"<table><tr>{head}</tr>{rows}</table>")
         elif b.kind == "image":
             data = base64.b64encode(b.path.read_bytes()).decode()
@@ -176,11 +203,22 @@ def to_html(blocks: list[Block]) -> str:
                         f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
         elif b.kind == "code":
             body.append(f"<pre>{html.escape(b.text)}</pre>")
+        elif b.kind == "runs":
+            links = ", ".join(f'<a href="{html.escape(_relative(Path(d) / "report.html", base))}">{html.escape(name)}'
+                              "</a>" for name, d in b.rows)
+            body.append(f"<p>{_inline(b.text)} {links}</p>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}"
              "pre{background:#f4f4f4;padding:1em;overflow:auto}")
     return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" \
            f"{''.join(body)}</body></html>\n"
+
+
+def _inline(text: str) -> str:
+    """Markdown inline text (`code`, links, emphasis) as HTML; raw HTML in it is escaped, not passed through."""
+    from markdown_it import MarkdownIt  # rich's Markdown parser: installed with rich
+
+    return MarkdownIt("commonmark", {"html": False}).renderInline(text)
 
 
 def _relative(path: Path, base: Path) -> str:

@@ -184,7 +184,7 @@ def test_predict_seg_never_writes_into_its_images_folder(world, tmp_path, capsys
         out.symlink_to(images, target_is_directory=True)
     before = _hashes(images)
     _refused(dlcvkit_here(capsys, "predict", "seg", "--run", world / "seg_run", "--images", images, "--out", out,
-                          *extra), out, "--out", "--images")
+                          *extra), out, "--out", "--data")
     assert _hashes(images) == before
 
 
@@ -210,7 +210,7 @@ def test_predict_seg_on_two_processes_refuses_its_images_folder(world, tmp_path)
     proc = dlcvkit("launch", "--procs", 2, "--", "predict", "seg", "--run", world / "seg_run", "--images", images,
                    "--out", images, "--batch-size", 1, check=False)
     assert proc.returncode != 0
-    assert f"dlcvkit: [process 0 of 2] error: --out {images} is also the input --images" in proc.stderr
+    assert f"dlcvkit: [process 0 of 2] error: --out {images} is also the input --data" in proc.stderr
     assert _hashes(images) == before
 
 
@@ -271,7 +271,7 @@ def test_pictures_are_never_written_over_inputs_or_existing_files(world, tmp_pat
     _refused(dlcvkit_here(capsys, *viz), mask, "--out", "--mask")
     _refused(dlcvkit_here(capsys, *viz, "--overwrite"), mask, "--out", "--mask")
     _refused(dlcvkit_here(capsys, "sam", "--checkpoint", tmp_path / "sam.pth", "--images", images, "--out", images,
-                          "--overwrite"), images, "--out", "--images")
+                          "--overwrite"), images, "--out", "--data")
     _refused(dlcvkit_here(capsys, "tsne", "--run", world / "run", "--data", world / "cls", "--out",
                           tmp_path / "tsne.png"), tmp_path / "tsne.png", "--out")
     assert _hashes(tmp_path) == before

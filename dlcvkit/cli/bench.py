@@ -18,7 +18,7 @@ from dlcvkit.cli.options import (
 )
 
 app = typer.Typer(help="Throughput benchmarks on this machine: a table, and JSON records with --json.",
-                  no_args_is_help=True)
+                  epilog="Example: dlcvkit bench all --smoke", no_args_is_help=True)
 
 
 Task, InferTask = choices("Task", "byol", "cls", "seg"), choices("InferTask", "seg")
@@ -31,8 +31,8 @@ _TR = FULL["train"][0]  # the BYOL case
 @app.command()
 @with_options(*bench_options(_A))
 def augment(
-    size: Annotated[list[int], typer.Option("--size", help="Image side (repeatable).")] = _A["sizes"],
-    batch: Annotated[list[int], typer.Option("--batch", help="Batch size (repeatable).")] = _A["batches"],
+    size: Annotated[list[int], typer.Option("--img-size", help="Image side (repeatable).")] = _A["sizes"],
+    batch: Annotated[list[int], typer.Option("--batch-size", help="Batch size (repeatable).")] = _A["batches"],
     workers: Annotated[int, typer.Option("--workers", help="DataLoader workers of the torchvision contender.")]
     = _A["workers"],
     batches_per_repeat: Annotated[int, typer.Option("--batches-per-repeat", help="Batches per timed repeat.")]
@@ -41,7 +41,10 @@ def augment(
     = False,
     **options,
 ) -> None:
-    """BYOL's two views: kornia on whole batches vs torchvision v2 per sample in DataLoader workers."""
+    """BYOL's two views: kornia on whole batches vs torchvision v2 per sample in DataLoader workers.
+
+    Example: dlcvkit bench augment --img-size 128 --batch-size 256 --json augment.json
+    """
     from dlcvkit.bench.augment import bench_augment
 
     run = begin(options)
@@ -58,7 +61,10 @@ def ema(
     tau: Annotated[float, typer.Option("--tau", help="EMA decay.")] = _E["tau"],
     **options,
 ) -> None:
-    """One EMA update: the engine's EMA vs timm's ModelEmaV3 vs a naive per-tensor loop (results checked)."""
+    """One EMA update: the engine's EMA vs timm's ModelEmaV3 vs a naive per-tensor loop (results checked).
+
+    Example: dlcvkit bench ema --model resnet50 --device cuda
+    """
     from dlcvkit.bench.ema import bench_ema
 
     run = begin(options)
@@ -68,15 +74,18 @@ def ema(
 @app.command()
 @with_options(*bench_options(_M, cache=True))
 def miou(
-    batch: Annotated[int, typer.Option("--batch", help="Masks per update.")] = _M["batch"],
-    size: Annotated[int, typer.Option("--size", help="Mask side in pixels.")] = _M["size"],
+    batch: Annotated[int, typer.Option("--batch-size", help="Masks per update.")] = _M["batch"],
+    size: Annotated[int, typer.Option("--img-size", help="Mask side in pixels.")] = _M["size"],
     masks: Annotated[int, typer.Option("--masks", help="Mask pairs of the `eval seg` timing (0 = skip it).")]
     = _S["masks"],
     eval_repeats: Annotated[int, typer.Option("--eval-repeats", help="Timed repeats of `eval seg`.")]
     = _S["repeats"],
     **options,
 ) -> None:
-    """Confusion accumulation (7 classes) vs torchmetrics and others (results checked); `eval seg` end to end."""
+    """Confusion accumulation (7 classes) vs torchmetrics and others (results checked); `eval seg` end to end.
+
+    Example: dlcvkit bench miou --batch-size 8 --img-size 512
+    """
     from dlcvkit.bench.miou import bench_eval_seg, bench_miou
 
     run = begin(options)
@@ -94,7 +103,10 @@ def loader(
     **options,
 ) -> None:
     """Image files to uint8 batches: torchvision ImageFolder + PIL vs dlcvkit's decode, scaled decode and warm
-    decoded-image cache, with 0 and 2 loader workers (Office-Home-like photos, P2 tiles, Mini-ImageNet)."""
+    decoded-image cache, with 0 and 2 loader workers (Office-Home-like photos, P2 tiles, Mini-ImageNet).
+
+    Example: dlcvkit bench loader --quick
+    """
     from dlcvkit.bench.loader import bench_loader
 
     run = begin(options, device="cpu")

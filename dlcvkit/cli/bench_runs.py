@@ -36,7 +36,7 @@ def train(
     model: ModelOpt = _TR["model"],
     segmenter: SegmenterOpt = "fcn8s",
     img_size: ImgSizeOpt = _TR["img_size"],
-    batch: Annotated[int, typer.Option("--batch", help="Batch size.")] = _TR["batch"],
+    batch: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = _TR["batch"],
     precision: PrecisionOpt = Precision.fp32,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last model.")] = False,
     interval: Annotated[int, typer.Option("--interval", help="Optimizer steps per timed repeat (train.log_every).")]
@@ -46,7 +46,10 @@ def train(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     **options,
 ) -> None:
-    """The engine's training step vs a bare PyTorch loop (overhead in %), and the data wait of a real run."""
+    """The engine's training step vs a bare PyTorch loop (overhead in %), and the data wait of a real run.
+
+    Example: dlcvkit bench train --task seg --model resnet18 --img-size 64 --batch-size 8
+    """
     from dlcvkit.bench.train import bench_train
 
     run = begin(options)
@@ -63,12 +66,15 @@ def infer(
     model: ModelOpt = _I["backbone"],
     images: Annotated[int, typer.Option("--images", help="Images per repeat.")] = _I["images"],
     img_size: ImgSizeOpt = _I["img_size"],
-    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass.")] = _I["batch"],
+    batch: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = _I["batch"],
     workers: Annotated[int, typer.Option("--workers", help="Decoding workers.")] = _I["workers"],
     precision: PrecisionOpt = Precision.fp32,
     **options,
 ) -> None:
-    """`dlcvkit predict seg` images/s end to end, and the model's forward pass alone."""
+    """`dlcvkit predict seg` images/s end to end, and the model's forward pass alone.
+
+    Example: dlcvkit bench infer --segmenter fcn8s --img-size 512 --batch-size 8
+    """
     from dlcvkit.bench.infer import bench_infer
 
     run = begin(options)
@@ -82,7 +88,10 @@ def all_(
                                                         "meaningless.")] = False,
     **options,
 ) -> None:
-    """Every benchmark at the sizes of dlcvkit.bench.suite (under 10 minutes on a 2-core CPU)."""
+    """Every benchmark at the sizes of dlcvkit.bench.suite (under 10 minutes on a 2-core CPU).
+
+    Example: dlcvkit bench all --json results.json
+    """
     from dlcvkit.bench.suite import SMOKE, run_suite
 
     run = begin(options)
@@ -105,7 +114,10 @@ def gpu(
     **options,
 ) -> None:
     """Every GPU path of the course's jobs once, part by part: throughput against its goals, peak memory, and
-    the exactness checks (resume, GPU vs CPU evaluation). Parts: see dlcvkit/bench/gpu.py."""
+    the exactness checks (resume, GPU vs CPU evaluation). Parts: see dlcvkit/bench/gpu.py.
+
+    Example: dlcvkit bench gpu --size tiny --device cpu
+    """
     from dlcvkit.bench.gpu import gpu_check, markdown, print_summary, write_json
     from dlcvkit.outputs import check_output_file
 

@@ -1,9 +1,8 @@
-"""Classification commands on finished runs: `eval cls` and `predict cls` (one run or an ensemble), `tsne`."""
+"""Classification commands on finished runs: `eval cls` and `predict cls` (one run or an ensemble)."""
 
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,20 +19,10 @@ from dlcvkit.cli.options import (
     with_options,
 )
 
-
-class Layer(str, Enum):
-    penultimate = "penultimate"
-    backbone = "backbone"
-
-
-class Method(str, Enum):
-    tsne = "tsne"
-    pca = "pca"
-
-
 RunsOpt = Annotated[list[Path], typer.Option("--run", help="Run folder; repeat for an ensemble (mean of softmax).")]
 LabelledOpt = Annotated[
-    Path, typer.Option("--data", help="Labelled images: P1 folder, ImageFolder, or folder + --csv.")
+    Optional[Path], typer.Option("--data", help="Labelled images: P1 folder, ImageFolder, or folder + --csv "
+                                                "(default: the (first) run's validation data, data.val).")
 ]
 CsvOpt = Annotated[
     Optional[Path], typer.Option("--csv", help="Images CSV (id,filename,label) naming the files of the folder.")
@@ -44,7 +33,7 @@ LayoutOpt = Annotated[str, typer.Option("--layout", help="Data layout: auto, p1,
 @with_options(*INFERENCE)
 def eval_cls(
     run: RunsOpt,
-    data: LabelledOpt,
+    data: LabelledOpt = None,
     csv: CsvOpt = None,
     layout: LayoutOpt = "auto",
     json_out: JsonOpt = None,
@@ -58,9 +47,14 @@ def eval_cls(
     """Accuracy and per-class accuracy of a run, or of an ensemble of runs (mean of softmax probabilities).
 
     Runs under `dlcvkit launch` too: every image is counted once, and N processes print what 1 prints.
+
+    Example: dlcvkit eval cls --run runs/vgg16bn --run runs/r50 --data val_50 --json ensemble.json
     """
     from dlcvkit.outputs import check_output_file
     from dlcvkit.runs.classify import evaluate_runs
+    from dlcvkit.runs.load import data_or_validation
+
+    data, note = data_or_validation(run[0], data)
 
     for option, path in (("--json", json_out), ("--confusion", confusion)):
         if path is not None:
@@ -68,6 +62,8 @@ def eval_cls(
     result = evaluate_runs(run, data, csv=csv, layout=layout, skip_bad=skip_bad, **inference(options))
     if result is None:  # not the main process
         return
+    if note:
+        typer.echo(f"dlcvkit: note: {note}", err=True)
     _print_evaluation(result)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +76,7 @@ def eval_cls(
 
 @with_options(*INFERENCE)
 def predict_cls(
-    images: Annotated[Path, typer.Option("--images", help="Folder of the images to classify.")],
+    data: Annotated[Path, typer.Option("--data", help="Folder of the images to classify.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV of predictions.")],
     run: RunsOpt = None,
     onnx: Annotated[
@@ -98,40 +94,16 @@ def predict_cls(
 ) -> None:
     """Predict a class for every image, in the course's CSV format (one run, an ensemble, or an ONNX export).
 
-    Images of any size are read at the run's `data.img_size`."""
+    Images of any size are read at the run's `data.img_size`.
+
+    Example: dlcvkit predict cls --run runs/ft_C --csv office/val.csv --data office/val --out pred.csv
+    """
     from dlcvkit.runs.classify import predict_runs
 
-    written = predict_runs(run, images, out, csv=csv, onnx=onnx, skip_bad=skip_bad, overwrite=overwrite,
+    written = predict_runs(run, data, out, csv=csv, onnx=onnx, skip_bad=skip_bad, overwrite=overwrite,
                            cache=cache.value if cache else "none", **inference(options))
     if written is not None:
         typer.echo(f"wrote {written} predictions to {out}")
-
-
-@with_options(*INFERENCE)
-def tsne(
-    run: Annotated[Path, typer.Option("--run", help="Run folder of a classifier (classify, finetune, ...).")],
-    data: LabelledOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")],
-    csv: CsvOpt = None,
-    layout: LayoutOpt = "auto",
-    layer: Annotated[Layer, typer.Option(
-        "--layer", help="penultimate: the last linear layer's input; backbone: the backbone's pooled output."
-    )] = Layer.penultimate,
-    method: Annotated[Method, typer.Option("--method", help="t-SNE or PCA (scikit-learn).")] = Method.tsne,
-    max_samples: Annotated[int, typer.Option("--max-samples", help="Use an evenly spaced subset of at most N "
-                                                                   "images (0 = all).")] = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of t-SNE / PCA.")] = 0,
-    overwrite: OverwriteOpt = False,
-    **options,
-) -> None:
-    """Picture the features of a trained classifier in 2-D (t-SNE or PCA), coloured by class."""
-    from dlcvkit.outputs import check_output_file
-    from dlcvkit.runs.tsne import plot_run_features
-
-    check_output_file(out, "--out", overwrite, {"--data": data, "--csv": csv})
-    written = plot_run_features(run, data, out, csv=csv, layout=layout, layer=layer.value, method=method.value,
-                                max_samples=max_samples, seed=seed, **inference(options))
-    typer.echo(f"wrote {written}")
 
 
 def _print_evaluation(result: dict) -> None:

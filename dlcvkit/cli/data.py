@@ -9,7 +9,8 @@ import typer
 
 from dlcvkit.cli.options import OverwriteOpt
 
-app = typer.Typer(help="Make data sets: synthetic ones in every course layout.", no_args_is_help=True)
+app = typer.Typer(help="Make data sets: synthetic ones in every course layout.", no_args_is_help=True,
+                  epilog="Example: dlcvkit data synth cls --out data/cls")
 
 
 class SynthKind(str, Enum):
@@ -35,7 +36,7 @@ def synth(
         None, "--n", help="Number of images (default: cls 500, ssl 1000, officehome 500, seg 20)."
     ),
     size: int | None = typer.Option(
-        None, "--size", help="Image side in pixels (default: cls 32, ssl and officehome 64, seg 512)."
+        None, "--img-size", help="Image side in pixels (default: cls 32, ssl and officehome 64, seg 512)."
     ),
     classes: int | None = typer.Option(
         None, "--classes", help="Object classes, 1..70 (default: 10); not for seg (always the 7 land-cover classes)."
@@ -43,7 +44,10 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes byte-identical files."),
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write a small, seeded, learnable synthetic data set in a course layout."""
+    """Write a small, seeded, learnable synthetic data set in a course layout.
+
+    Example: dlcvkit data synth seg --out data/seg --n 20 --img-size 64
+    """
     from dlcvkit.data import synth as generators  # torch and numpy only when a data set is made
     from dlcvkit.errors import DlcvkitError
 
@@ -68,7 +72,10 @@ def export_digits(
     seed: int = typer.Option(0, "--seed", help="Seed of the train/val split."),
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write scikit-learn's real handwritten digits (1,797 8x8 images, no download) in the P1 layout."""
+    """Write scikit-learn's real handwritten digits (1,797 8x8 images, no download) in the P1 layout.
+
+    Example: dlcvkit data export-digits --out digits
+    """
     from dlcvkit.data.digits import export_digits as write_digits
 
     typer.echo(write_digits(out, val_fraction, seed, overwrite=overwrite))

@@ -12,10 +12,14 @@ def demo(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for data, runs and report.md (must be new or empty).")] = Path("demo_out"),
     quick: Annotated[bool, typer.Option("--quick", help="Small data and few epochs: minutes on a 2-core CPU.")] = False,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop every training after N steps (smoke test).")] = 0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop every training after N optimizer steps (0 = no "
+                                                               "limit; a few for a smoke test).")] = 0,
 ) -> None:
     """BYOL, fine-tuning A–E, FCN32s vs FCN8s, digits classification with t-SNE, course-format evaluations:
-    everything into one folder with report.md and report.html."""
+    everything into one folder with report.md and report.html.
+
+    Example: dlcvkit demo --quick --out demo_out
+    """
     from dlcvkit.demo import run_demo
 
     cli = ctx.find_root().command  # this very command line, so that the demo runs what a user types

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dlcvkit.cli.options import OverwriteOpt, Weights
+from dlcvkit.cli.options import OverwriteOpt, Weights, WeightsOpt
 
 
 class Format(str, Enum):
@@ -20,10 +20,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="The model file to write, e.g. model.onnx.")],
     format_: Annotated[Format, typer.Option("--format", help="onnx (onnxruntime, TensorRT, OpenVINO, ...).")]
     = Format.onnx,
-    weights: Annotated[
-        Weights, typer.Option("--weights", help="best.safetensors (else the last), model.safetensors, or "
-                                                "ema.safetensors.")
-    ] = Weights.best,
+    weights: WeightsOpt = Weights.best,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a run's model with its input normalisation inside: float RGB pixels 0..255 in, logits out.
@@ -31,6 +28,8 @@ def export(
     The export is checked with onnxruntime against PyTorch on sample inputs (every dynamic axis) before it is
     written; task, img_size and classes travel as ONNX metadata, so `dlcvkit predict cls|seg --onnx FILE`
     needs no run folder.
+
+    Example: dlcvkit export --run runs/fcn8s --format onnx --out fcn8s.onnx
     """
     from dlcvkit.runs.export import export_onnx
 

@@ -25,7 +25,10 @@ def launch(
     port: Annotated[int, typer.Option("--port", help="Rendezvous port (default: a free one on a single node, 29500 on many).")] = 0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the accelerate command instead of running it.")] = False,
 ) -> None:
-    """Run `dlcvkit <command ...>` (everything after `--`) under `accelerate launch`."""
+    """Run `dlcvkit <command ...>` (everything after `--`) under `accelerate launch`.
+
+    Example: dlcvkit launch --gpus 8 -- segment --recipe seg_fcn8s_vgg16 --data p2/train --out runs/fcn8s
+    """
     command = launch_command(ctx.args, config, gpus, procs, nodes, node_rank, main_ip, port)
     if dry_run:
         print(shlex.join(command))

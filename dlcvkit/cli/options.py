@@ -1,7 +1,8 @@
 """The options that several commands share, each written once: training (recipe, data, run folder, `--set`,
 resume, `--cache`), `--overwrite` of every command that writes, finished runs (`--weights best|last|ema`,
-`--batch-size` 0 = the run's recipe's, `--workers` -1 = the run's recipe's), devices and JSON outputs; and
-`with_options`, which adds a list of them to a command."""
+`--batch-size` 0 = the recipe's, `--workers` -1 = the recipe's), devices and JSON outputs; `with_options`, which
+adds a list of them to a command; and `RENAMED`, the old spellings that still work. One name means one thing:
+tests/cli/test_options.py compares every option of every command."""
 
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ RecipeOpt = Annotated[
     Optional[Path], typer.Option("--recipe", "-r", help="Recipe TOML, a run folder to copy its recipe, or the name of "
                                                         "a shipped recipe (`dlcvkit recipes` lists them).")
 ]
-DataOpt = Annotated[Optional[str], typer.Option("--data", help="Training data (sets data.train).")]
-ValOpt = Annotated[Optional[str], typer.Option("--val", help="Validation data (sets data.val).")]
+DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Training data (sets data.train).")]
+ValOpt = Annotated[Optional[Path], typer.Option("--val", help="Validation data (sets data.val).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to create (RUN_DIR).")]
 SetOpt = Annotated[
     Optional[list[str]], typer.Option("--set", help="Override a recipe key, e.g. --set optim.lr=0.1 (repeatable).")
 ]
 MaxStepsOpt = Annotated[
-    int, typer.Option("--max-steps", help="Stop after N optimizer steps; the LR and EMA schedules are unchanged.")
+    int, typer.Option("--max-steps", help="Stop after N optimizer steps (0 = no limit); the LR and EMA "
+                                               "schedules are unchanged.")
 ]
 ResumeOpt = Annotated[
     Optional[Path], typer.Option("--resume", help="Continue the run in RUN_DIR from its latest checkpoint.")
@@ -80,10 +82,10 @@ TrackerOpt = Annotated[Optional[list[Tracker]], typer.Option(
 WeightsOpt = Annotated[Weights, typer.Option(
     "--weights", help="best.safetensors (by the validation metric; else the last), model.safetensors (the last), "
                       "or ema.safetensors (the model EMA of train.model_ema).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward pass and process (0 = the run's "
-                                                            "recipe's).")]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader workers per process (-1 = the run's "
-                                                           "recipe's).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward pass and process (0 = the recipe's: "
+                                                            "the run's, else dlcvkit's default).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader workers per process (-1 = the recipe's: the "
+                                                           "run's, else dlcvkit's default).")]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU if present), cpu, cuda or cuda:N.")]
 
@@ -144,3 +146,13 @@ ModelOpt = Annotated[str, typer.Option("--model", help="timm backbone.")]
 SegmenterOpt = Annotated[str, typer.Option("--segmenter", help="seg: fcn32s, fcn16s, fcn8s or deeplabv3.")]
 ImgSizeOpt = Annotated[int, typer.Option("--img-size", help="Image side in pixels.")]
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="fp32, bf16 or fp16 (GPU).")]
+
+# Old spellings, read as the new ones by Click's token normaliser (so each is one entry here, not a hidden option
+# per command): scripts written for earlier versions keep working; --help shows only the new names.
+RENAMED = {"--arch": "--model", "--batch": "--batch-size", "--images": "--data", "--size": "--img-size"}
+
+
+def renamed(token: str) -> str:
+    """An option name as the commands declare it now (Click passes it without its dashes; choice values pass
+    through here too, and no choice is spelt like an old option)."""
+    return RENAMED.get(f"--{token}", f"--{token}")[2:]

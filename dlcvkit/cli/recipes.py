@@ -14,7 +14,8 @@ DATA = {
     "segment": "folders of xxxx_sat.jpg + xxxx_mask.png",
 }
 
-app = typer.Typer(help="The shipped recipes: list them, or print one to copy and edit.")
+app = typer.Typer(help="The shipped recipes: list them, or print one to copy and edit.",
+                  epilog="Example: dlcvkit recipes show demo_seg > my.toml")
 
 
 @app.callback(invoke_without_command=True)
@@ -35,7 +36,10 @@ def recipes(ctx: typer.Context) -> None:
 
 @app.command("show")
 def show(name: Annotated[str, typer.Argument(help="A shipped recipe's name, e.g. demo_seg.")]) -> None:
-    """Print a shipped recipe as it is (`> my.toml` to edit a copy, then `--recipe my.toml`)."""
+    """Print a shipped recipe as it is (`> my.toml` to edit a copy, then `--recipe my.toml`).
+
+    Example: dlcvkit recipes show demo_seg > my.toml
+    """
     from dlcvkit.recipes import shipped
 
     typer.echo(shipped(name).read_text(), nl=False)

@@ -17,7 +17,10 @@ def report(
     out: Annotated[Optional[Path], typer.Option("--out", help="With several runs: also write OUT/compare.md and .html.")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write RUN_DIR/report.md + report.html (curves, metrics, pictures, recipe), or compare several runs."""
+    """Write RUN_DIR/report.md + report.html (curves, metrics, pictures, recipe), or compare several runs.
+
+    Example: dlcvkit report runs/fcn32s runs/fcn8s --out compare
+    """
     from rich.console import Console
     from rich.table import Table
 

@@ -20,10 +20,11 @@ class SamType(str, Enum):
 
 
 def sam(
+    data: Annotated[Path, typer.Option("--data", help="Folder of xxxx_sat.jpg.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs.")],
     checkpoint: Annotated[Optional[Path], typer.Option(
-        "--checkpoint", help="A local Segment Anything checkpoint, e.g. sam_vit_b_01ec64.pth.")] = None,
-    images: Annotated[Optional[Path], typer.Option("--images", help="Folder of xxxx_sat.jpg.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the outputs.")] = None,
+        "--checkpoint", help="A local Segment Anything checkpoint, e.g. sam_vit_b_01ec64.pth (where to get one: "
+                             "run without it).")] = None,
     model_type: Annotated[Optional[SamType], typer.Option(
         "--model-type", help="The checkpoint's model (default: read from the checkpoint).")] = None,
     points_per_side: Annotated[int, typer.Option(
@@ -47,15 +48,15 @@ def sam(
     With --refine-run also OUT/segmenter/xxxx_mask.png (the run's prediction) and OUT/refined/xxxx_mask.png:
     each SAM region painted with the class the run predicts on most of its pixels, smaller regions over larger
     ones, uncovered pixels left with the run's class. `dlcvkit eval seg` compares the two folders.
+
+    Example: dlcvkit sam --checkpoint sam_vit_b_01ec64.pth --data p2/validation --out sam_out --refine-run runs/fcn8s
     """
     from dlcvkit.models.sam import where_to_get_checkpoints
     from dlcvkit.runs.sam_refine import REFINED_DIR, SEGMENTER_DIR, run_sam
 
     if checkpoint is None:
         raise DlcvkitError(f"dlcvkit sam needs a local Segment Anything checkpoint: {where_to_get_checkpoints()}")
-    if images is None or out is None:
-        raise DlcvkitError("dlcvkit sam needs --checkpoint PATH --images DIR --out DIR")
-    done = run_sam(images, out, checkpoint, model_type=model_type.value if model_type else None,
+    done = run_sam(data, out, checkpoint, model_type=model_type.value if model_type else None,
                    points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
                    stability_score_thresh=stability_score_thresh, refine_run=refine_run, weights=weights.value,
                    device=device, overwrite=overwrite)
@@ -63,7 +64,7 @@ def sam(
     print(f"sam: {len(counts)} images, {sum(counts) / len(counts):.1f} masks per image (min {min(counts)}, "
           f"max {max(counts)}), {done.seconds / len(counts):.2f} s per image on {done.device}; outputs in {out}")
     if refine_run is not None:
-        labels = images if any(images.glob("*_mask.png")) else "LABELS_DIR"
+        labels = data if any(data.glob("*_mask.png")) else "LABELS_DIR"
         print(f"refined: SAM regions changed the class of {100 * done.changed / done.pixels:.2f}% of the pixels; "
               f"compare `dlcvkit eval seg --pred {out / SEGMENTER_DIR} --labels {labels}` with --pred "
               f"{out / REFINED_DIR}")

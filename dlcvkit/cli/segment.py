@@ -1,4 +1,4 @@
-"""Segmentation commands on finished runs and mask files: `eval seg`, `predict seg`, `viz mask`."""
+"""Segmentation commands on finished runs and mask files: `eval seg`, `predict seg`."""
 
 from __future__ import annotations
 
@@ -10,16 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import (
-    INFERENCE,
-    CacheOpt,
-    JsonOpt,
-    OverwriteOpt,
-    PredictSkipBadOpt,
-    SkipBadOpt,
-    inference,
-    with_options,
-)
+from dlcvkit.cli.options import (INFERENCE, CacheOpt, JsonOpt, OverwriteOpt, PredictSkipBadOpt, SkipBadOpt, inference,
+                                 with_options)
 from dlcvkit.errors import DlcvkitError
 
 RunOpt = Annotated[Optional[Path], typer.Option("--run", help="A finished segmentation run folder (RUN_DIR).")]
@@ -53,7 +45,8 @@ def eval_seg(
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Folder of ground-truth xxxx_mask.png.")] = None,
     run: RunOpt = None,
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="With --run: a folder of xxxx_sat.jpg + xxxx_mask.png.")
+        Optional[Path], typer.Option("--data", help="With --run: a folder of xxxx_sat.jpg + xxxx_mask.png "
+                                                    "(default: the run's validation data, data.val).")
     ] = None,
     tta: TtaOpt = False,
     red_as: RedOpt = None,
@@ -73,15 +66,19 @@ def eval_seg(
 
     Either --pred DIR --labels DIR: mask files paired by name.
 
-    Or --run RUN_DIR --data DIR: a trained model, also under `dlcvkit launch` (the same digits on N processes).
+    Or --run RUN_DIR [--data DIR]: a trained model on DIR (default: the run's validation data), also under
+    `dlcvkit launch` (the same digits on N processes).
+
+    Example: dlcvkit eval seg --run runs/fcn8s --data p2/validation
     """
     from dlcvkit.data.scoring import confusion_of_mask_files, iou_report
     from dlcvkit.outputs import check_output_file
+    from dlcvkit.runs.load import data_or_validation
     from dlcvkit.runs.segment import evaluate_run
 
     files, model = (pred, labels), (run, data)
     if any(v is not None for v in files) == any(v is not None for v in model):
-        raise DlcvkitError("eval seg: pass either --pred DIR --labels DIR, or --run RUN_DIR --data DIR")
+        raise DlcvkitError("eval seg: pass either --pred DIR --labels DIR, or --run RUN_DIR [--data DIR]")
     if json_path is not None:
         check_output_file(json_path, "--json", overwrite, {"--pred": pred, "--labels": labels, "--run": run,
                                                            "--data": data})
@@ -90,17 +87,19 @@ def eval_seg(
             raise DlcvkitError("eval seg: --pred and --labels go together")
         if skip_bad:
             raise DlcvkitError("eval seg: --skip-bad goes with --run and --data; every mask file is scored")
-        matrix, _ = confusion_of_mask_files(pred, labels, red_as, _format(mask_format) or "colour")
-        main = True
+        matrix, _ = confusion_of_mask_files(pred, labels, red_as, mask_format_value(mask_format) or "colour")
+        main, notes = True, []
     else:
-        if None in model:
-            raise DlcvkitError("eval seg: --run and --data go together")
+        if run is None:
+            raise DlcvkitError("eval seg: --data goes with --run RUN_DIR")
+        data, note = data_or_validation(run, data)
         matrix, main = evaluate_run(run, data, red_as=red_as, tta=tta, skip_bad=skip_bad,
-                                    mask_format=_format(mask_format), **inference(options))
+                                    mask_format=mask_format_value(mask_format), **inference(options))
+        notes = [note] if note else []
     if not main:
         return
-    text, numbers, notes = iou_report(matrix, absent.value)
-    for note in notes:
+    text, numbers, iou_notes = iou_report(matrix, absent.value)
+    for note in notes + iou_notes:
         print(f"dlcvkit: note: {note}", file=sys.stderr)
     sys.stdout.write(text)
     if json_path is not None:
@@ -110,9 +109,9 @@ def eval_seg(
 
 @with_options(*INFERENCE)
 def predict_seg(
+    data: Annotated[Path, typer.Option("--data", help="Folder of xxxx_sat.jpg.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the xxxx_mask.png files.")],
     run: RunOpt = None,
-    images: Annotated[Optional[Path], typer.Option("--images", help="Folder of xxxx_sat.jpg.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the xxxx_mask.png files.")] = None,
     tta: TtaOpt = False,
     skip_bad: PredictSkipBadOpt = False,
     overwrite: OverwriteOpt = False,
@@ -125,33 +124,19 @@ def predict_seg(
 ) -> None:
     """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg.
 
-    Images of several sizes are batched by size; each mask has its image's size."""
+    Images of several sizes are batched by size; each mask has its image's size.
+
+    Example: dlcvkit predict seg --run runs/fcn8s --data p2/validation --out pred_masks --tta
+    """
     from dlcvkit.runs.segment import predict_run
 
-    if (run is None) == (onnx is None) or images is None or out is None:
-        raise DlcvkitError("predict seg needs --run RUN_DIR (or --onnx MODEL.onnx) --images DIR --out DIR")
-    written = predict_run(run or onnx, images, out, tta=tta, skip_bad=skip_bad, overwrite=overwrite,
+    if (run is None) == (onnx is None):
+        raise DlcvkitError("predict seg needs --run RUN_DIR or --onnx MODEL.onnx (one of them)")
+    written = predict_run(run or onnx, data, out, tta=tta, skip_bad=skip_bad, overwrite=overwrite,
                           cache=cache.value if cache else "none", **inference(options))
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 
-def viz_mask(
-    image: Annotated[Path, typer.Option("--image", help="A satellite image, e.g. 0008_sat.jpg.")],
-    mask: Annotated[Path, typer.Option("--mask", help="Its colour mask (ground truth or prediction).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The picture to write (.png).")],
-    alpha: Annotated[float, typer.Option("--alpha", help="Opacity of the class colours inside regions.")] = 0.4,
-    width: Annotated[int, typer.Option("--width", help="Boundary half-width in pixels.")] = 1,
-    red_as: RedOpt = None,
-    mask_format: MaskFormatOpt = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """The image tinted with its mask's class colours, class boundaries drawn (the course's mask viewer)."""
-    from dlcvkit.outputs import check_output_file
-    from dlcvkit.viz.masks import write_overlay
-
-    check_output_file(out, "--out", overwrite, {"--image": image, "--mask": mask})
-    write_overlay(image, mask, out, alpha, width, red_as, _format(mask_format) or "colour")
-
-
-def _format(mask_format: MaskFormat | None) -> str | None:
+def mask_format_value(mask_format: MaskFormat | None) -> str | None:
+    """--mask-format as the readers take it (None: the run's, else colour)."""
     return None if mask_format is None else mask_format.value

@@ -28,7 +28,10 @@ def summary(
     depth: Annotated[int, typer.Option("--depth", help="Nesting depth of the layer table.")] = 3,
     print_module: Annotated[bool, typer.Option("--print", help="Also print the plain module (print(model)).")] = False,
 ) -> None:
-    """The architecture as a layer table: output shapes, parameters, total / trainable / non-trainable."""
+    """The architecture as a layer table: output shapes, parameters, total / trainable / non-trainable.
+
+    Example: dlcvkit summary vgg16_bn --input-size 3 32 32
+    """
     from dlcvkit.runs.summary import layer_table
 
     net, table = layer_table(model, task=task.value, num_classes=num_classes, input_size=input_size, depth=depth)

@@ -22,7 +22,17 @@ def register(app: typer.Typer) -> None:
     shared training options and `run_training`."""
     for name, entry in TASKS.items():
         params, run = OWN.get(name, (TRAINING, _train))
-        app.command(name, help=entry.help)(with_options(*params)(_command(run, name)))
+        app.command(name, help=entry.help, epilog=f"Example: {EXAMPLES[name]}")(
+            with_options(*params)(_command(run, name)))
+
+
+EXAMPLES = {
+    "byol": "dlcvkit byol --recipe byol_resnet50_mini --data mini/train --out runs/byol",
+    "classify": "dlcvkit classify --recipe cls_p1_vgg16bn --data train_50 --val val_50 --out runs/vgg16bn",
+    "finetune": "dlcvkit finetune --recipe finetune_officehome --setting C --backbone runs/byol/backbone.safetensors "
+                "--data office --out runs/ft_C",
+    "segment": "dlcvkit segment --recipe seg_fcn8s_vgg16 --data p2/train --val p2/validation --out runs/fcn8s",
+}
 
 
 def _command(run: Callable[..., None], name: str) -> Callable[..., None]:
@@ -32,9 +42,9 @@ def _command(run: Callable[..., None], name: str) -> Callable[..., None]:
     return command
 
 
-def _train(name: str, *, recipe: Path | None, data: str | None, out: Path | None, set_: list[str] | None,
+def _train(name: str, *, recipe: Path | None, data: Path | None, out: Path | None, set_: list[str] | None,
            max_steps: int, resume: Path | None, overwrite: bool, cache: CacheMode | None,
-           tracker: list[Tracker] | None, val: str | None = None, overrides: tuple[str, ...] = ()) -> None:
+           tracker: list[Tracker] | None, val: Path | None = None, overrides: tuple[str, ...] = ()) -> None:
     run_training(name, recipe=recipe, data=data, val=val, out=out,
                  overrides=[*recipe_overrides(set_, cache, tracker), *overrides], max_steps=max_steps, resume=resume,
                  overwrite=overwrite)
@@ -59,14 +69,14 @@ class SettingName(str, Enum):
     E = "E"
 
 
-def _finetune(name: str, *, data: str | None, val: str | None, set_: list[str] | None, setting: SettingName | None,
+def _finetune(name: str, *, data: Path | None, val: Path | None, set_: list[str] | None, setting: SettingName | None,
               backbone: Path | None, all_settings: bool, supervised: Path | None, byol_backbone: Path | None,
               tsne_every: int | None, **options) -> None:
     """One setting (or the recipe as it is), or with --all-settings A–E and their table."""
     from dlcvkit.tasks.finetune import office_home_splits, run_all_settings, setting_overrides
 
     if data is not None and val is None and (splits := office_home_splits(data)) is not None:
-        data, val = (str(p) for p in splits)
+        data, val = splits
     overrides = recipe_overrides(set_, options.pop("cache"), options.pop("tracker"))
     if tsne_every is not None:
         overrides.append(f"viz.tsne_every={tsne_every}")
@@ -123,7 +133,7 @@ FINETUNE = (
     option("tsne_every", Annotated[Optional[int], typer.Option(
         "--tsne-every", help="A t-SNE picture of the validation features every K epochs (RUN_DIR/tsne/).")], None),
 )
-OFFICE_HOME = option("data", Annotated[Optional[str], typer.Option(
+OFFICE_HOME = option("data", Annotated[Optional[Path], typer.Option(
     "--data", help="Office-Home folder (train/ + train.csv, val/ + val.csv), or the training data alone.")], None)
 TRACK = option("track", Annotated[Optional[str], typer.Option(
     "--track", help="Validation images to predict after every epoch, e.g. 0008,0097,0107 (sets viz.track; "

@@ -246,7 +246,7 @@ def _check(n: int, size: int, classes: int | None, *, min_size: int = 16, max_cl
     if n < 1:
         raise DlcvkitError(f"--n must be at least 1, got {n}")
     if size < min_size:
-        raise DlcvkitError(f"--size must be at least {min_size} pixels, got {size}")
+        raise DlcvkitError(f"--img-size must be at least {min_size} pixels, got {size}")
     if classes is not None and not 1 <= classes <= (max_classes or MAX_OBJECT_CLASSES):
         raise DlcvkitError(f"--classes must be 1..{max_classes or MAX_OBJECT_CLASSES}, got {classes}")
 

@@ -33,7 +33,7 @@ def evaluate_runs(runs: list[Path], data: Path, *, csv: Path | None = None, layo
     """Accuracy, per-class accuracy and confusion matrix of the run or ensemble (see `evaluate_members`) on the
     main process, None on the others; `batch_size` 0 and `num_workers` -1 take the first run's recipe's."""
     accelerator, members = open_members(runs, weights)
-    loading = eval_data(members[0].recipe, batch_size, num_workers)
+    loading = eval_data(members[0].recipe.data, batch_size, num_workers)
     classes = members[0].model.head[-1].out_features
 
     def open_data(size: int):
@@ -55,14 +55,14 @@ def predict_runs(runs: list[Path], images: Path, out: Path, *, csv: Path | None 
     on the main process, None on the others. `onnx`: an export of `dlcvkit export` instead of the runs. With
     `skip_bad` the images that do not decode are left out, and named in the error raised once the others are
     written (the output is incomplete); `cache`: the decoded-image cache (dlcvkit.data.cache)."""
-    check_output_file(out, "--out", overwrite, {"--csv": csv, "--images": images})
+    check_output_file(out, "--out", overwrite, {"--csv": csv, "--data": images})
     if onnx is None:
         accelerator, members = open_members(runs, weights)
     elif runs:
         raise DlcvkitError("predict cls: pass --run RUN_DIR (one or more) or --onnx MODEL.onnx, not both")
     else:
         accelerator, members = onnx_members(onnx)
-    loading = eval_data(members[0].recipe, batch_size, num_workers)
+    loading = eval_data(members[0].recipe.data, batch_size, num_workers)
     skipped: list[Path] = []
     total = 0
 
@@ -72,7 +72,7 @@ def predict_runs(runs: list[Path], images: Path, out: Path, *, csv: Path | None 
         total = len(dataset)
         if skip_bad:
             skipped = drop_unreadable(dataset, f"--skip-bad {images}", loading.num_workers)
-        return cached_for_inference(dataset, f"--images {images}", cache, members[0].recipe.data.cache_dir,
+        return cached_for_inference(dataset, f"--data {images}", cache, members[0].recipe.data.cache_dir,
                                     loading.num_workers, accelerator)
 
     indices, probs, dataset = member_probabilities(members, open_images, accelerator, loading.eval_batch_size,

@@ -29,6 +29,20 @@ def run_recipe(run_dir: Path) -> Recipe:
     return load_recipe(path, task_classes(name)[0])
 
 
+def data_or_validation(run_dir: Path, data: Path | None) -> tuple[Path, str]:
+    """(`data`, "") if given, else (the validation data the run's recipe names, a note saying so): a command
+    given --run alone evaluates on the data the run was validated on."""
+    if data is not None:
+        return data, ""
+    val = run_recipe(run_dir).data.val
+    if not val:
+        raise DlcvkitError(f"--run {run_dir}: its recipe names no validation data (data.val); pass --data DIR")
+    if not Path(val).exists():
+        raise DlcvkitError(f"--run {run_dir}: its validation data {val} (data.val of its recipe.toml) is not there "
+                           "from this folder; pass --data DIR")
+    return Path(val), f"--data {val}: the validation data of --run {run_dir} (data.val of its recipe)"
+
+
 # --weights -> the files tried in turn; the engine writes ema.safetensors beside model.safetensors
 WEIGHT_FILES = {"best": ("best.safetensors", "model.safetensors"), "last": ("model.safetensors",),
                 "ema": ("ema.safetensors",)}
@@ -68,10 +82,9 @@ def _without_pretrained(recipe: Recipe) -> Recipe:
     return replace(recipe, model=replace(recipe.model, pretrained=""))
 
 
-def eval_data(recipe: Recipe, batch_size: int = 0, num_workers: int = -1) -> DataConfig:
-    """The run's data section for inference: `--batch-size` images per process (0 = the recipe's evaluation
+def eval_data(data: DataConfig, batch_size: int = 0, num_workers: int = -1) -> DataConfig:
+    """A recipe's data section for inference: `--batch-size` images per process (0 = the recipe's evaluation
     batch, else its batch) and `--workers` (-1 = the recipe's)."""
-    data = recipe.data
     return replace(data, eval_batch_size=batch_size or data.eval_batch_size or data.batch_size,
                    num_workers=data.num_workers if num_workers < 0 else num_workers)
 

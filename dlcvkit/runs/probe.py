@@ -24,6 +24,7 @@ from dlcvkit.engine.metrics import knn_predict
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.backbones import backbone_metadata, create_backbone, load_backbone_weights
 from dlcvkit.runs.features import extract_features
+from dlcvkit.runs.load import eval_data
 from dlcvkit.tasks.finetune import office_home_splits
 
 KNN_K = 20
@@ -53,7 +54,7 @@ def open_backbone(path: str | Path | None, arch: str | None) -> tuple[nn.Module,
     The architecture is `arch`, else the one a BYOL file records."""
     name = arch or (backbone_metadata(path).get("backbone") if path else None)
     if not name:
-        raise DlcvkitError(f"--backbone {path} does not record its architecture: pass --arch NAME (e.g. resnet50)")
+        raise DlcvkitError(f"--backbone {path} does not record its architecture: pass --model NAME (e.g. resnet50)")
     backbone = create_backbone(name, num_classes=0)
     if path:
         load_backbone_weights(backbone, path)
@@ -74,10 +75,11 @@ def probe_features(
 
 
 def probe_backbone(data: str | Path, backbone: Path | None = None, *, val: str | Path | None = None,
-                   arch: str | None = None, img_size: int = 0, k: int = KNN_K, batch_size: int = 128,
-                   num_workers: int = 2, seed: int = 0) -> dict:
+                   arch: str | None = None, img_size: int = 0, k: int = KNN_K, batch_size: int = 0,
+                   num_workers: int = -1, seed: int = 0) -> dict:
     """`probe_features` of a backbone file (random init with `seed` without one) on an Office-Home folder, or on
-    `data` and `val`; images at `img_size` (0: the BYOL file's pre-training size, else 128)."""
+    `data` and `val`; images at `img_size` (0: the BYOL file's pre-training size, else 128); `batch_size` 0 and
+    `num_workers` -1: the recipe defaults."""
     if val is None:
         splits = office_home_splits(data)
         if splits is None:
@@ -89,7 +91,7 @@ def probe_backbone(data: str | Path, backbone: Path | None = None, *, val: str |
     net, name = open_backbone(backbone, arch)
     train_set = open_labeled(data, size=size)
     val_set = open_labeled(val, size=size, num_classes=train_set.num_classes)
-    loading = DataConfig(batch_size=batch_size, num_workers=num_workers)
+    loading = eval_data(DataConfig(), batch_size, num_workers)
     result = probe_features(net, train_set, val_set, loading, pick_device(), k)
     return result | {"backbone": str(backbone) if backbone else f"random init (seed {seed})", "arch": name,
                      "img_size": size, "train": len(train_set), "val": len(val_set), "k": k}

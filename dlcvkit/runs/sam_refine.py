@@ -183,7 +183,7 @@ def run_sam(images: Path, out: Path, checkpoint: Path, *, model_type: str | None
     from dlcvkit.models.sam import load_sam
     from dlcvkit.outputs import check_output_dir
 
-    check_output_dir(out, "--out", overwrite, {"--images": images, "--refine-run": refine_run,
+    check_output_dir(out, "--out", overwrite, {"--data": images, "--refine-run": refine_run,
                                                "--checkpoint": checkpoint})
     dataset = SatellitePairs(images, with_masks=False)
     where = pick_device(device)

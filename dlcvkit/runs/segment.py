@@ -44,7 +44,7 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
     red = red_class(recipe.data.red_as) if red_as is None else red_as
     dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red,
                              mask_format=mask_format or recipe.data.mask_format)
-    data = eval_data(recipe, batch_size, num_workers)
+    data = eval_data(recipe.data, batch_size, num_workers)
     total = len(dataset)
     skipped = drop_unreadable(dataset, f"--skip-bad {folder}", data.num_workers) if skip_bad else []
     sizes = dataset.check(data.num_workers)  # stacked in batches of one size
@@ -80,7 +80,7 @@ def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str 
     OUT_DIR must be new or empty, or `overwrite`; never the images' folder. With `skip_bad` the images that do not
     decode are left out, and named in the error raised once every other mask is written (the output is
     incomplete); `cache`: the decoded-image cache (dlcvkit.data.cache)."""
-    check_output_dir(out_dir, "--out", overwrite, {"--images": images_dir, "--run": run_dir})
+    check_output_dir(out_dir, "--out", overwrite, {"--data": images_dir, "--run": run_dir})
     accelerator, recipe, model, batches, skipped, total = _run_loader(
         run_dir, images_dir, False, weights, batch_size, num_workers, None, skip_bad, cache=cache)
     accelerator.wait_for_everyone()  # every process checked OUT_DIR before any writes into it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from torch import nn
@@ -21,7 +22,8 @@ def layer_table(model: str, *, task: str = "cls", num_classes: int = 0, input_si
         raise DlcvkitError(f"--input-size {' '.join(map(str, size))}: C, H and W must be positive")
     stats = torchinfo.summary(net, input_size=(1, *size), depth=depth, device="cpu", verbose=0, mode="eval",
                               col_names=("output_size", "num_params", "trainable"), row_settings=("var_names",))
-    return net, str(stats)
+    # torchinfo 1.8 formats its str-Enum units with str(), "(Units.MEGABYTES)" on Python >= 3.11: write "(M)"
+    return net, re.sub(r"\(Units\.(\w+)\)", lambda unit: f"({torchinfo.Units[unit[1]].value})", str(stats))
 
 
 def _summary_model(model: str, task: str, num_classes: int):

@@ -33,7 +33,7 @@ def plot_run_features(run: Path, data: Path, out: Path, *, csv: Path | None = No
         chosen = np.linspace(0, len(dataset) - 1, max_samples).round().astype(int)
     embed = model.features if layer == "penultimate" else model.backbone_features
     features, labels = extract_features(embed, Subset(dataset, chosen.tolist()),
-                                        eval_data(member.recipe, batch_size, num_workers), device)
+                                        eval_data(member.recipe.data, batch_size, num_workers), device)
     return plot_embedding(features, labels, out, method=method, seed=seed,
                           class_names=getattr(dataset, "classes", None),
                           title=f"{method.upper() if method == 'pca' else 't-SNE'} of the {layer} features of "

@@ -120,7 +120,7 @@ class ByolTask(Task):
 
     def export(self, model: BYOL, ctx: RunContext) -> None:
         """`backbone.safetensors`: the online encoder only, loadable by `timm.create_model(name, num_classes=0)`."""
-        # with the timm name and image size in the file, `dlcvkit eval probe` needs no --arch or --img-size
+        # with the timm name and image size in the file, `dlcvkit eval probe` needs no --model or --img-size
         metadata = {"backbone": self.recipe.model.backbone, "img_size": str(self.recipe.data.img_size),
                     "byol_step": str(ctx.step)}
         save_weights(model.encoder.state_dict(), ctx.run_dir / BACKBONE_FILE, metadata)

@@ -85,7 +85,7 @@ def resolve_recipe(recipe_cls, recipe: Path | None, resume: Path | None, overrid
     return wanted
 
 
-def run_training(name: str, *, recipe: Path | None, data: str | None, val: str | None, out: Path | None,
+def run_training(name: str, *, recipe: Path | None, data: Path | None, val: Path | None, out: Path | None,
                  overrides: list[str] | None, max_steps: int, resume: Path | None, overwrite: bool = False) -> dict:
     """Train task `name`: resolve the recipe, build the task, run the engine (replacing the run in `out` with
     `overwrite`) and write the run's report (main process); returns `fit`'s summary."""
@@ -97,9 +97,9 @@ def run_training(name: str, *, recipe: Path | None, data: str | None, val: str |
 
     overrides = list(overrides or [])
     if data is not None:
-        overrides.append(f"data.train={_toml_string(data)}")
+        overrides.append(f"data.train={_toml_string(str(data))}")
     if val is not None:
-        overrides.append(f"data.val={_toml_string(val)}")
+        overrides.append(f"data.val={_toml_string(str(val))}")
     if resume is not None and out is not None and Path(out) != Path(resume):
         raise DlcvkitError("--resume RUN_DIR continues that folder; do not also pass a different --out")
     run_dir = resume if resume is not None else out

@@ -72,5 +72,7 @@ def prediction_grid(path: str | os.PathLike, rows: list[tuple[str, torch.Tensor,
             ax.set_axis_off()
     handles = [Patch(facecolor=(PALETTE[i] / 255).tolist(), edgecolor="grey", label=name)
                for i, name in enumerate(CLASS_NAMES)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(CLASS_NAMES), fontsize=8, frameon=False)
+    # as many legend entries per row as the grid is wide, so that a narrow grid does not cut the last ones off
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(CLASS_NAMES), columns + 1), fontsize=8,
+               frameon=False)
     fig.savefig(path, dpi=100)

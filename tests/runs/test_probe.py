@@ -65,7 +65,7 @@ def test_eval_probe_reads_the_architecture_from_a_byol_file(office):
 
 def test_a_plain_state_dict_needs_the_architecture(tmp_path):
     torch.save(timm.create_model("test_resnet").state_dict(), tmp_path / "plain.pth")
-    with pytest.raises(DlcvkitError, match="--arch"):
+    with pytest.raises(DlcvkitError, match="--model"):
         open_backbone(tmp_path / "plain.pth", None)
     backbone, name = open_backbone(tmp_path / "plain.pth", "test_resnet")  # its 1000-class head is dropped
     assert name == "test_resnet" and not backbone.training

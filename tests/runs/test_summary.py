@@ -19,9 +19,10 @@ def _summary(*args) -> tuple[str, dict[str, int]]:
 
 
 def test_timm_model_totals():
-    _, counts = _summary("test_resnet", "--input-size", 3, 32, 32)
+    text, counts = _summary("test_resnet", "--input-size", 3, 32, 32)
     total = sum(p.numel() for p in timm.create_model("test_resnet").parameters())
     assert counts == {"Total": total, "Trainable": total, "Non-trainable": 0}
+    assert re.search(r"^Total mult-adds \(M\): [\d.]+$", text, re.M) and "Units." not in text  # not the enum's name
 
 
 def test_run_folder_with_a_frozen_backbone(tmp_path):
