@@ -68,6 +68,7 @@ def test_report_of_a_folder_that_is_not_a_run(tmp_path):
     assert proc.returncode == 2 and "not a dlcvkit run folder" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_under_accelerate_launch_on_two_processes(tmp_path):
     """The README's 2-process form (a real gloo group on a CPU) writes the same report, saying 2 processes."""
     with socket.socket() as s:

@@ -202,6 +202,7 @@ def test_bench_infer(tmp_path, cache):
     assert [r["contender"] for r in records] == ["dlcvkit", "forward", "onnxruntime"]
 
 
+@pytest.mark.slow
 def test_bench_all_smoke_as_a_user_runs_it(tmp_path):
     path = tmp_path / "all.json"
     proc = subprocess.run([sys.executable, "-m", "dlcvkit", "bench", "all", "--smoke", "--threads", "1",

@@ -246,6 +246,7 @@ def test_resume_with_the_cache_equals_resume_without(data, tmp_path, capsys, fre
     assert all(torch.equal(plain[k], cached[k]) for k in plain)
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_cache_file_and_train_as_one(data, tmp_path, capsys, fresh_accelerate):
     recipe = tmp_path / "r.toml"
     recipe.write_text(RECIPE.replace("num_workers = 1", "num_workers = 0") + '[aug]\npreset = "none"\n')

@@ -52,6 +52,7 @@ def test_split_follows_the_seed(tmp_path):
         export_digits(tmp_path / "a")
 
 
+@pytest.mark.slow
 def test_demo_recipe_learns_real_digits(digits, tmp_path):
     # the demo recipe (ResNet-18, 12 epochs) reaches >= 97% (benchmarks/notes_cls.md); here a tiny network
     # at 16 px for 3 epochs, which must still be far above the 10% of chance

@@ -25,6 +25,8 @@ from dlcvkit.data.datasets import P1Folder
 from dlcvkit.data.synth import synth_cls
 from dlcvkit.engine.sampling import TrainBatches
 
+pytestmark = pytest.mark.slow  # SIGKILL and Ctrl-C mid-run, 2-process faults: minutes of CPU
+
 # 48 images / batch 4 = 12 steps per epoch, 24 in all; a checkpoint after every step (the kills need one
 # mid-epoch), augmentation and a model EMA so that resuming must restore RNG and EMA state exactly.
 RECIPE = """
