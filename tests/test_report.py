@@ -37,7 +37,7 @@ def run(tmp_path_factory):
 
 def test_best_and_final_metrics_are_named_apart(run):
     report = (run / "report.md").read_text()
-    assert re.search(r"^\| best validation acc \| \d\.\d{4} \(step \d+: best\.safetensors\) \|$", report, re.M)
+    assert re.search(r"^\| best validation acc \| \d\.\d{4} \(epoch \d+, step \d+: best\.safetensors\) \|$", report, re.M)
     assert "## Final validation metrics (the last evaluation, model.safetensors)" in report
     header, rows = comparison([run, run])
     labels = [row[0] for row in rows]

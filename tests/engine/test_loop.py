@@ -191,7 +191,7 @@ def test_a_run_cut_by_max_steps_says_steps_run_of_planned(tmp_path):
     facts = dict(next(b for b in run_report_blocks(tmp_path / "run") if b.kind == "table").rows)
     assert facts["optimizer steps"] == "3 of 8 planned (stopped early: --max-steps)"
     assert facts["epochs"] == "0.75 of 2"
-    assert facts["best validation neg_mse"].endswith("(epoch 0, step 3)")
+    assert facts["best validation neg_mse"].endswith("(epoch 0, step 3: best.safetensors)")
 
 
 def test_weights_files_get_the_mode_of_the_runs_other_files(tmp_path):
