@@ -10,18 +10,12 @@ import typer
 
 from dlcvkit.bench.session import begin, finish
 from dlcvkit.bench.suite import FULL, SMOKE
+from dlcvkit.cli.bench_options import bench_options
 from dlcvkit.cli.bench_runs import all_, gpu, infer, train
-from dlcvkit.cli.options import (
-    bench_options,
-    choices,
-    with_options,
-)
+from dlcvkit.cli.options import with_options
 
 app = typer.Typer(help="Throughput benchmarks on this machine: a table, and JSON records with --json.",
                   epilog="Example: dlcvkit bench all --smoke", no_args_is_help=True)
-
-
-Task, InferTask = choices("Task", "byol", "cls", "seg"), choices("InferTask", "seg")
 
 
 _A, _T, _E, _M, _S, _I = (FULL[k] for k in ("augment", "train_timing", "ema", "miou", "eval_seg", "infer"))

@@ -12,16 +12,15 @@ import typer
 
 from dlcvkit.bench.session import begin, finish, terminal
 from dlcvkit.bench.suite import FULL
-from dlcvkit.cli.options import (
+from dlcvkit.cli.bench_options import (
     ImgSizeOpt,
     ModelOpt,
     Precision,
     PrecisionOpt,
     SegmenterOpt,
     bench_options,
-    choices,
-    with_options,
 )
+from dlcvkit.cli.options import choices, with_options
 
 GpuSize = choices("GpuSize", "full", "tiny")
 Task, InferTask = choices("Task", "byol", "cls", "seg"), choices("InferTask", "seg")

@@ -50,9 +50,9 @@ def _train(name: str, *, recipe: Path | None, data: Path | None, out: Path | Non
                  overwrite=overwrite)
 
 
-def _byol(name: str, *, monitor: str | None, **options) -> None:
+def _byol(name: str, *, monitor: Path | None, **options) -> None:
     """--monitor DIR sets monitor.data."""
-    _train(name, **options, overrides=(f"monitor.data={json.dumps(monitor)}",) if monitor is not None else ())
+    _train(name, **options, overrides=(f"monitor.data={json.dumps(str(monitor))}",) if monitor is not None else ())
 
 
 def _segment(name: str, *, track: str | None, **options) -> None:
@@ -105,11 +105,10 @@ def _finetune(name: str, *, data: Path | None, val: Path | None, set_: list[str]
 
 def _print_settings(rows: list[dict], csv_path: Path, md_path: Path) -> None:
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table(title="Office-Home fine-tuning (best validation accuracy)")
-    for column in ("setting", "pre-training", "fine-tuning", "validation accuracy"):
-        table.add_column(column, justify="right" if column == "validation accuracy" else "left")
+    table = Table("setting", "pre-training", "fine-tuning", Column("validation accuracy", justify="right"),
+                  title="Office-Home fine-tuning (best validation accuracy)")
     for r in rows:
         table.add_row(r["setting"], r["pretraining"], r["finetuning"], f"{r['acc']:.4f}")
     console = Console()
@@ -138,8 +137,7 @@ OFFICE_HOME = option("data", Annotated[Optional[Path], typer.Option(
 TRACK = option("track", Annotated[Optional[str], typer.Option(
     "--track", help="Validation images to predict after every epoch, e.g. 0008,0097,0107 (sets viz.track; "
                     "RUN_DIR/track.png shows them at the end).")], None)
-
-MONITOR = option("monitor", Annotated[Optional[str], typer.Option(
+MONITOR = option("monitor", Annotated[Optional[Path], typer.Option(
     "--monitor", help="Labelled images to watch the encoder learn: kNN accuracy of its features every "
                       "train.eval_every epochs, in metrics.jsonl and the curves (sets monitor.data).")], None)
 
