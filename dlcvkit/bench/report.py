@@ -19,6 +19,7 @@ GOALS = [
     ("loader", "dlcvkit cache (warm)", ">= 20x dlcvkit decode", lambda r: _in_case(r, "officehome"), lambda v: v >= 20),
     ("loader", "dlcvkit cache (warm)", ">= 5x dlcvkit decode", lambda r: _in_case(r, "p2"), lambda v: v >= 5),
     ("loader", "dlcvkit scaled decode", ">= 3x dlcvkit decode", lambda r: _in_case(r, "officehome"), lambda v: v >= 3),
+    ("infer", "dlcvkit", ">= 0.95x forward alone", lambda r: r["speedup"], lambda v: v >= 0.95),
 ]
 
 

@@ -24,7 +24,7 @@ from dlcvkit.cli.options import (
 )
 
 GpuSize = choices("GpuSize", "full", "tiny")
-Task, InferTask = choices("Task", "byol", "cls", "seg"), choices("InferTask", "seg")
+Task, InferTask = choices("Task", "byol", "cls", "seg"), choices("InferTask", "seg", "cls")
 _T, _I = FULL["train_timing"], FULL["infer"]
 _TR = FULL["train"][0]  # the BYOL case
 _TASK = Task(_TR["task"])
@@ -57,8 +57,8 @@ def train(
 
 @with_options(*bench_options(_I, device=False, cache=True))
 def infer(
-    task: Annotated[InferTask, typer.Option("--task", help="seg (the only inference benchmark so far).")]
-    = InferTask.seg,
+    task: Annotated[InferTask, typer.Option("--task", help="seg: `predict seg` (masks); cls: `predict cls` "
+                                                           "(a CSV; --segmenter unused).")] = InferTask.seg,
     segmenter: SegmenterOpt = _I["segmenter"],
     model: ModelOpt = _I["backbone"],
     images: Annotated[int, typer.Option("--images", help="Images per repeat.")] = _I["images"],
@@ -68,12 +68,12 @@ def infer(
     precision: PrecisionOpt = Precision.fp32,
     **options,
 ) -> None:
-    """`dlcvkit predict seg` images/s end to end, and the model's forward pass alone."""
+    """`dlcvkit predict seg` or `predict cls` images/s end to end, and the model's forward pass alone."""
     from dlcvkit.bench.infer import bench_infer
 
     run = begin(options)
     finish(bench_infer(segmenter, model, images=images, img_size=img_size, batch=batch, workers=workers,
-                       precision=precision.value, cache=run.cache, **run.timing), run)
+                       precision=precision.value, cache=run.cache, task=task.value, **run.timing), run)
 
 
 @with_options(*bench_options(cache=True))
