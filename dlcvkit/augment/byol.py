@@ -58,25 +58,48 @@ def report_view(size: int) -> nn.Sequential:
     )
 
 
+# On the CPU the views are made this many pixels (64 images of 128 px) at a time: the float32 intermediates of
+# such a chunk (12 MB) stay in the caches, those of 256 images do not (1.9x the time per image, measured).
+CPU_CHUNK_PIXELS = 64 * 128 * 128
+
+
 class TwoViews(nn.Module):
-    """Float images `b c h w` in [0, 1] -> (view 1, view 2), each drawn independently for every image."""
+    """Float images `b c h w` in [0, 1] -> (view 1, view 2), each drawn independently for every image (on the CPU,
+    chunk by chunk: every image still draws its own parameters, only the order of the draws follows the chunks)."""
 
     def __init__(self, view1: nn.Module, view2: nn.Module) -> None:
         super().__init__()
         self.view1, self.view2 = view1, view2
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.view1(images), self.view2(images)
+        chunk = max(1, CPU_CHUNK_PIXELS // (images.shape[-2] * images.shape[-1]))
+        if images.device.type != "cpu" or len(images) <= chunk:
+            return self.view1(images), self.view2(images)
+        views = [(self.view1(part), self.view2(part)) for part in images.split(chunk)]
+        return torch.cat([v1 for v1, _ in views]), torch.cat([v2 for _, v2 in views])
 
 
-def byol_views(preset: str, size: int) -> TwoViews:
-    """The two-view pipeline of a preset (`paper`, `paper_gray`, `report` or `none`) producing `size` x `size` views."""
+def byol_views(preset: str, size: int, compile: bool = False) -> TwoViews:
+    """The two-view pipeline of a preset (`paper`, `paper_gray`, `report` or `none`) producing `size` x `size` views;
+    `compile`: see `compile_colour_jitter`."""
     if preset in ("paper", "paper_gray"):
         gray = 1.0 if preset == "paper_gray" else 0.2
-        return TwoViews(paper_view(size, blur_p=1.0, solarize_p=0.0, grayscale_p=gray),
-                        paper_view(size, blur_p=0.1, solarize_p=0.2, grayscale_p=gray))
-    if preset == "report":
-        return TwoViews(report_view(size), report_view(size))
-    if preset == "none":
-        return TwoViews(nn.Identity(), nn.Identity())
-    raise ValueError(f"unknown BYOL augmentation preset {preset!r}")
+        views = TwoViews(paper_view(size, blur_p=1.0, solarize_p=0.0, grayscale_p=gray),
+                         paper_view(size, blur_p=0.1, solarize_p=0.2, grayscale_p=gray))
+    elif preset == "report":
+        views = TwoViews(report_view(size), report_view(size))
+    elif preset == "none":
+        views = TwoViews(nn.Identity(), nn.Identity())
+    else:
+        raise ValueError(f"unknown BYOL augmentation preset {preset!r}")
+    return compile_colour_jitter(views) if compile else views
+
+
+def compile_colour_jitter(views: nn.Module) -> nn.Module:
+    """Compile the colour jitter of `views` with kornia's own `ColorJitter.compile`: torch.compile fuses its
+    RGB -> HSV -> RGB arithmetic (on the CPU 3/4 of the views' time, and 9x faster fused), while the random
+    parameters are still drawn eagerly per image, as before. The other steps gain little or lose (the blur)."""
+    for module in views.modules():
+        if isinstance(module, K.ColorJitter):
+            module.compile(dynamic=True)  # p < 1: the share of the batch it applies to changes every step
+    return views

@@ -21,6 +21,8 @@ from dlcvkit.augment.common import to_unit
 from dlcvkit.bench.timing import ResultMismatch, measure, record
 
 BENCH = "augment"
+OPTIONAL = ("kornia_compiled", "kornia_jitter_compiled", "kornia_device_rng")  # may fail: recorded with the error
+RUN_STEPS = 100  # a short run, for the speed-up with the compile counted (`run_speedup`)
 
 
 def torchvision_view(size: int, blur_p: float, solarize_p: float, grayscale_p: float = 0.2) -> T.Compose:
@@ -66,10 +68,11 @@ def bench_augment(
     batches_per_repeat: int,
     contenders: tuple[str, ...] = ("kornia", "torchvision"),
 ) -> list[dict]:
-    """Records for every (size, batch) case; `contenders` from kornia, kornia_compiled, kornia_device_rng,
-    torchvision. A repeat augments `batches_per_repeat` batches (a multiple of `workers` keeps every worker
+    """Records for every (size, batch) case; `contenders` from kornia, kornia_compiled (the whole pipeline under
+    torch.compile), kornia_jitter_compiled (`byol_views(..., compile=True)`), kornia_device_rng, torchvision.
+    A repeat augments `batches_per_repeat` batches (a multiple of `workers` keeps every worker
     busy). The optional kornia variants that fail are recorded with their error."""
-    if "kornia_compiled" in contenders:
+    if {"kornia_compiled", "kornia_jitter_compiled"} & set(contenders):
         logging.getLogger("torch._dynamo").setLevel(logging.ERROR)  # kornia's graph breaks are expected
     records = []
     for size in sizes:
@@ -84,21 +87,45 @@ def bench_augment(
                     fn = _torchvision_fn(images, size, device, workers, batches_per_repeat)
                 else:
                     fn = _kornia_fn(images, size, device, batches_per_repeat, compiled=contender == "kornia_compiled",
-                                    rng_on_device=contender == "kornia_device_rng")
+                                    rng_on_device=contender == "kornia_device_rng",
+                                    jitter_compiled=contender == "kornia_jitter_compiled")
                 try:
-                    timing = measure(fn, items=items, repeats=repeats, warmup=warmup, device=device)
-                    records.append(record(BENCH, case, contender, timing, **params))
+                    first = measure(fn, items=items, repeats=1, warmup=0, device=device)  # compiles, if it does
+                    timing = measure(fn, items=items, repeats=repeats, warmup=max(warmup - 1, 0), device=device)
+                    records.append(record(BENCH, case, contender, timing, **params,
+                                          first_call_ms=1e3 * first.median))
                 except Exception as e:  # noqa: BLE001 - torch.compile, kornia's device RNG fail in many ways
-                    if contender not in ("kornia_compiled", "kornia_device_rng"):
+                    if contender not in OPTIONAL:
                         raise
                     records.append(record(BENCH, case, contender, None, error=f"{type(e).__name__}: {e}"[:300],
                                           **params))
+    return add_run_speedups(records)
+
+
+def add_run_speedups(records: list[dict]) -> list[dict]:
+    """`run_speedup`: torchvision's time over the contender's for RUN_STEPS batches of the case, each counting its
+    first call once (the compile of the compiled contenders, the workers' start of torchvision's)."""
+    reference = {r["case"]: r for r in records if r["contender"] == "torchvision" and r["ms_median"] is not None}
+    for r in records:
+        ref = reference.get(r["case"])
+        if ref is None or r["ms_median"] is None:
+            continue
+        r["run_speedup"] = _run_ms(ref) / _run_ms(r)
     return records
 
 
+def _run_ms(r: dict) -> float:
+    """Milliseconds for RUN_STEPS batches: the first call as measured, the rest at the median rate."""
+    images = RUN_STEPS * r["batch"]
+    return r["first_call_ms"] + (images - r["items"]) * r["ms_median"] / r["items"]
+
+
 def _kornia_fn(images: torch.Tensor, size: int, device: torch.device, batches: int, compiled: bool,
-               rng_on_device: bool = False):
-    views = byol_views("paper", size)  # as the task keeps it: random parameters drawn on the CPU
+               rng_on_device: bool = False, jitter_compiled: bool = False):
+    if compiled or jitter_compiled:
+        torch._dynamo.reset()  # every case pays its own compile (its first call), as a run would
+    # as the task keeps it: random parameters drawn on the CPU
+    views = byol_views("paper", size, compile=jitter_compiled)
     if rng_on_device:
         views = views.to(device)
     if compiled:

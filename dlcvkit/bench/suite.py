@@ -53,7 +53,7 @@ SMOKE = {
 
 # bench -> the contender the others' speed-ups are relative to
 REFERENCES = {"augment": "torchvision", "train": "bare", "ema": "timm", "miou": "torchmetrics",
-              "loader": "dlcvkit decode"}
+              "loader": "dlcvkit decode", "infer": "forward"}
 
 
 def run_suite(config: dict, device, cache) -> list[dict]:

@@ -31,7 +31,8 @@ def augment(
     = _A["workers"],
     batches_per_repeat: Annotated[int, typer.Option("--batches-per-repeat", help="Batches per timed repeat.")]
     = _A["batches_per_repeat"],
-    compile: Annotated[bool, typer.Option("--compile", help="Also time the kornia pipeline under torch.compile.")]
+    compile: Annotated[bool, typer.Option("--compile", help="Also time the kornia pipeline under torch.compile, "
+                                                           "whole and with only its colour jitter compiled.")]
     = False,
     **options,
 ) -> None:
@@ -42,7 +43,7 @@ def augment(
     from dlcvkit.bench.augment import bench_augment
 
     run = begin(options)
-    contenders = ("kornia", "torchvision") + ("kornia_compiled",) * compile
+    contenders = ("kornia", "torchvision") + ("kornia_compiled", "kornia_jitter_compiled") * compile
     finish(bench_augment(size, batch, device=run.device, workers=workers, batches_per_repeat=batches_per_repeat,
                          contenders=contenders, **run.timing), run)
 

@@ -12,18 +12,11 @@ import typer
 
 from dlcvkit.bench.session import begin, finish, terminal
 from dlcvkit.bench.suite import FULL
-from dlcvkit.cli.bench_options import (
-    ImgSizeOpt,
-    ModelOpt,
-    Precision,
-    PrecisionOpt,
-    SegmenterOpt,
-    bench_options,
-)
+from dlcvkit.cli.bench_options import ImgSizeOpt, ModelOpt, Precision, PrecisionOpt, SegmenterOpt, bench_options
 from dlcvkit.cli.options import choices, with_options
 
 GpuSize = choices("GpuSize", "full", "tiny")
-Task, InferTask = choices("Task", "byol", "cls", "seg"), choices("InferTask", "seg")
+Task, InferTask = choices("Task", "byol", "cls", "seg"), choices("InferTask", "seg", "cls")
 _T, _I = FULL["train_timing"], FULL["infer"]
 _TR = FULL["train"][0]  # the BYOL case
 _TASK = Task(_TR["task"])
@@ -59,8 +52,8 @@ def train(
 
 @with_options(*bench_options(_I, device=False, cache=True))
 def infer(
-    task: Annotated[InferTask, typer.Option("--task", help="seg (the only inference benchmark so far).")]
-    = InferTask.seg,
+    task: Annotated[InferTask, typer.Option("--task", help="seg: `predict seg` (masks); cls: `predict cls` "
+                                                           "(a CSV; --segmenter unused).")] = InferTask.seg,
     segmenter: SegmenterOpt = _I["segmenter"],
     model: ModelOpt = _I["backbone"],
     images: Annotated[int, typer.Option("--images", help="Images per repeat.")] = _I["images"],
@@ -70,7 +63,7 @@ def infer(
     precision: PrecisionOpt = Precision.fp32,
     **options,
 ) -> None:
-    """`dlcvkit predict seg` images/s end to end, and the model's forward pass alone.
+    """`dlcvkit predict seg` or `predict cls` images/s end to end, and the model's forward pass alone.
 
     Example: dlcvkit bench infer --segmenter fcn8s --img-size 512 --batch-size 8
     """
@@ -78,7 +71,7 @@ def infer(
 
     run = begin(options)
     finish(bench_infer(segmenter, model, images=images, img_size=img_size, batch=batch, workers=workers,
-                       precision=precision.value, cache=run.cache, **run.timing), run)
+                       precision=precision.value, cache=run.cache, task=task.value, **run.timing), run)
 
 
 @with_options(*bench_options(cache=True))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image, read_file, write_jpeg, write_png
+from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
@@ -166,10 +166,13 @@ def write_image(path: str | os.PathLike, img: torch.Tensor) -> None:
         raise DlcvkitError(
             f"cannot write image {path}: expected a uint8 tensor (3, H, W), got {img.dtype} {tuple(img.shape)}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = img.detach().cpu().contiguous()
     with _torchvision_io():
-        if suffix == ".png":
-            write_png(img, str(path))
-        else:
-            write_jpeg(img, str(path), quality=JPEG_QUALITY)
+        encoded = encode_png(img) if suffix == ".png" else encode_jpeg(img, quality=JPEG_QUALITY)
+    try:  # written here rather than by torchvision, whose error names neither the file nor the reason
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(encoded.numpy())
+    except OSError as e:
+        raise DlcvkitError(f"cannot write image {path}: {e.strerror or e}; check that its folder is writable and "
+                           "has space") from e

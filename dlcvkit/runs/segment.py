@@ -17,6 +17,7 @@ from dlcvkit.errors import DlcvkitError
 from dlcvkit.outputs import check_output_dir
 from dlcvkit.runs.export import onnx_run
 from dlcvkit.runs.load import eval_data, load_run, run_recipe
+from dlcvkit.runs.writer import BackgroundWriter
 from dlcvkit.tasks.segment import predict_masks, red_class
 
 
@@ -86,13 +87,18 @@ def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str 
     accelerator.wait_for_everyone()  # every process checked OUT_DIR before any writes into it
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
-    with accelerator.autocast():
+    with BackgroundWriter() as writer, accelerator.autocast():
         for batch in batches:
-            masks = predict_masks(model, batch["image"], recipe.data.img_size, tta).to(torch.uint8).cpu()
-            for name, mask in zip(batch["name"], masks):
-                write_mask(out_dir / f"{name}_mask.png", mask)
+            masks = predict_masks(model, batch["image"], recipe.data.img_size, tta).to(torch.uint8)
+            writer.submit(_write_masks, out_dir, batch["name"], masks)
             written += len(masks)
     accelerator.wait_for_everyone()
     if skipped:
         raise incomplete_output(skipped, total, f"masks are in {out_dir}")
     return written
+
+
+def _write_masks(out_dir: Path, names: list[str], masks: torch.Tensor) -> None:
+    """`NAME_mask.png` for each mask `b h w` (uint8, on any device: copied here, off the loop's thread)."""
+    for name, mask in zip(names, masks.cpu()):
+        write_mask(out_dir / f"{name}_mask.png", mask)

@@ -42,6 +42,9 @@ class ByolModel:
 @dataclass
 class ByolAug:
     preset: Literal["paper", "paper_gray", "report", "none"] = "paper"  # see dlcvkit.augment.byol
+    # torch.compile kornia's colour jitter (the same random draws): faster views on the CPU after a one-off
+    # compile of 10-50 s (needs a C compiler); see dlcvkit.augment.byol.compile_colour_jitter
+    compile: bool = False
 
 
 @dataclass
@@ -61,7 +64,7 @@ class ByolRecipe(Recipe):
 class ByolTask(Task):
     def __init__(self, recipe: ByolRecipe) -> None:
         super().__init__(recipe)
-        self._views = byol_views(recipe.aug.preset, recipe.data.img_size)
+        self._views = byol_views(recipe.aug.preset, recipe.data.img_size, recipe.aug.compile)
         self._train = None
 
     def build_model(self) -> BYOL:

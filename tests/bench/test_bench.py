@@ -146,7 +146,7 @@ def _check_records(records, benches):
         assert r["samples_per_s"] == pytest.approx(1e3 * r["items"] / r["ms_median"])
         assert r["machine"]["threads"] >= 1 and r["machine"]["versions"]["torch"] == torch.__version__
     reference = {"augment": "torchvision", "train": "bare", "ema": "timm", "miou": "torchmetrics",
-                 "loader": "dlcvkit decode"}
+                 "loader": "dlcvkit decode", "infer": "forward"}
     for r in records:
         ref = next((x for x in records if x["case"] == r["case"] and x["contender"] == reference.get(r["bench"])),
                    None)
@@ -200,6 +200,16 @@ def test_bench_infer(tmp_path, cache):
                    "--repeats", 2, "--warmup", 0, "--cache", cache)
     _check_records(records, ["infer"])
     assert [r["contender"] for r in records] == ["dlcvkit", "forward", "onnxruntime"]
+    assert records[0]["speedup_vs"] == "forward" and records[0]["speedup"] > 0
+
+
+def test_bench_infer_cls_times_predict_cls_against_its_forward_pass(tmp_path, cache):
+    records = _run(tmp_path, "infer", "--task", "cls", "--model", TINY, "--images", 3, "--img-size", 32, "--batch",
+                   2, "--workers", 0, "--repeats", 1, "--warmup", 0, "--cache", cache)
+    _check_records(records, ["infer"])
+    assert [(r["task"], r["contender"], r["items"]) for r in records] == [
+        ("cls", "dlcvkit", 3), ("cls", "forward", 3), ("cls", "onnxruntime", 3)]
+    assert records[0]["speedup_vs"] == "forward"
 
 
 @pytest.mark.slow

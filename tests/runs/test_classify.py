@@ -2,6 +2,7 @@
 against independent in-process references."""
 
 import csv
+import hashlib
 import json
 import random
 import subprocess
@@ -14,12 +15,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dlcvkit.augment.common import normalize, to_unit
+from dlcvkit.bench.infer import classify_recipe, make_run
 from dlcvkit.cli import app
 from dlcvkit.data.datasets import P1Folder
 from dlcvkit.data.synth import synth_cls
 from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.runs.load import load_run
+from dlcvkit.tasks.classify import ClassifyTask
+from tests.cli_runner import dlcvkit_here
 
 RECIPE = "demo_cls"  # a shipped recipe, by name
 EVAL_BATCH = 8
@@ -139,3 +143,17 @@ def test_tsne_of_a_run_with_an_mlp_head(runs):
     assert result.exit_code == 0, result.output + repr(result.exception)
     with Image.open(out) as image:
         assert image.size[0] > 100 and image.size[1] > 100
+
+
+def test_predict_cls_writes_the_same_csv_bytes_with_0_1_and_2_decoding_workers(tmp_path, capsys):
+    synth_cls(tmp_path / "images", n=7, size=32, classes=3, seed=2)
+    run = make_run(tmp_path / "run", classify_recipe("test_resnet", 32, classes=3), ClassifyTask, "fp32", cpu=True)
+    digests = set()
+    for workers in (0, 1, 2):
+        out = tmp_path / f"w{workers}.csv"
+        code, _, err = dlcvkit_here(capsys, "predict", "cls", "--run", run, "--images", tmp_path / "images", "--out",
+                                    out, "--batch-size", 3, "--workers", workers)
+        assert code == 0, err
+        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+    rows = out.read_text().splitlines()
+    assert len(digests) == 1 and rows[0] == "filename,label" and len(rows) == 8
