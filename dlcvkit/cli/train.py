@@ -54,16 +54,18 @@ class SettingName(str, Enum):
 
 
 def _finetune(name: str, *, data: str | None, val: str | None, set_: list[str] | None, setting: SettingName | None,
-              backbone: Path | None, all_settings: bool, supervised: Path | None, byol_backbone: Path | None,
-              tsne_every: int | None, **options) -> None:
+              backbone: Path | None, all_settings: bool, settings: str, supervised: Path | None,
+              byol_backbone: Path | None, tsne_every: int | None, label_fraction: float | None, **options) -> None:
     """One setting (or the recipe as it is), or with --all-settings A–E and their table."""
-    from dlcvkit.tasks.finetune import office_home_splits, run_all_settings, setting_overrides
+    from dlcvkit.tasks.finetune import SETTINGS, office_home_splits, run_all_settings, setting_overrides
 
     if data is not None and val is None and (splits := office_home_splits(data)) is not None:
         data, val = (str(p) for p in splits)
     overrides = with_cache(set_, options.pop("cache"))
     if tsne_every is not None:
         overrides.append(f"viz.tsne_every={tsne_every}")
+    if label_fraction is not None:
+        overrides.append(f"label_fraction={label_fraction}")
     if not all_settings:
         if supervised is not None or byol_backbone is not None:
             raise DlcvkitError("--supervised and --byol go with --all-settings; with --setting use --backbone PATH")
@@ -75,14 +77,19 @@ def _finetune(name: str, *, data: str | None, val: str | None, set_: list[str] |
         return
     if setting is not None or backbone is not None or options["resume"] is not None:
         raise DlcvkitError("--all-settings runs every setting itself: drop --setting, --backbone and --resume")
-    if supervised is None or byol_backbone is None:
-        raise DlcvkitError("--all-settings needs --supervised PATH (settings B, D) and --byol PATH (settings C, E)")
+    names = settings.replace(",", "").replace(" ", "").upper()
+    if not names or any(n not in SETTINGS for n in names) or len(set(names)) < len(names):
+        raise DlcvkitError(f"--settings {settings!r}: expected distinct letters of A–E, e.g. A,C")
+    needs = {SETTINGS[n].source: n for n in names}
+    for source, given, option_name in (("supervised", supervised, "--supervised"), ("byol", byol_backbone, "--byol")):
+        if source in needs and given is None:
+            raise DlcvkitError(f"--all-settings: setting {needs[source]} needs {option_name} PATH (its backbone file)")
     if options["out"] is None:
         raise DlcvkitError("--out DIR is required: the settings' runs go to DIR/A ... DIR/E, the table to DIR")
     if val is None:
         raise DlcvkitError("--all-settings reports validation accuracy: pass an Office-Home folder or --val")
     table = run_all_settings(options["recipe"], data, val, options["out"], overrides, options["max_steps"],
-                             supervised, byol_backbone, options["overwrite"])
+                             supervised, byol_backbone, options["overwrite"], names)
     if table is not None:
         _print_settings(*table)
 
@@ -108,8 +115,14 @@ FINETUNE = (
         "--backbone", help="Backbone file of settings B–E (.safetensors, or a torchvision .pt/.pth state dict).")],
         None),
     option("all_settings", Annotated[bool, typer.Option(
-        "--all-settings", help="Run A–E into OUT/A ... OUT/E and write the table (needs --supervised and --byol).")],
+        "--all-settings", help="Run A–E (or --settings) into OUT/A ... OUT/E and write the table.")],
         False),
+    option("settings", Annotated[str, typer.Option(
+        "--settings", help="--all-settings: which settings to run, e.g. A,C (semi-supervised: scratch vs BYOL).")],
+        "ABCDE"),
+    option("label_fraction", Annotated[Optional[float], typer.Option(
+        "--label-fraction", help="Train on this class-balanced share of the labels, e.g. 0.01 or 0.1 (sets "
+                                 "label_fraction; the files used: RUN_DIR/labels_subset.txt).")], None),
     option("supervised", Annotated[Optional[Path], typer.Option(
         "--supervised", help="--all-settings: the supervised backbone file (settings B, D).")], None),
     option("byol_backbone", Annotated[Optional[Path], typer.Option(

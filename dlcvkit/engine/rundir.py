@@ -26,7 +26,8 @@ REPORT_FILES = ("report.md", "report.html", "curves.png")  # also rewritten by `
 # Everything a run writes into its folder besides the marker (engine, tasks, reports): what a restart removes.
 RUN_FILES = (
     "recipe.toml", "metrics.jsonl", "checkpoints", "tensorboard", "model.safetensors", "best.safetensors",
-    "ema.safetensors", "backbone.safetensors", "track", "track.png", "tsne", *REPORT_FILES,
+    "ema.safetensors", "backbone.safetensors", "track", "track.png", "tsne", "labels_subset.txt",
+    *REPORT_FILES,
 )
 
 
