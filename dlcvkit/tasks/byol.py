@@ -33,7 +33,7 @@ class ByolModel:
 
 @dataclass
 class ByolAug:
-    preset: Literal["paper", "paper_gray", "report", "none"] = "paper"  # see dlcvkit.augment.byol
+    preset: Literal["paper", "paper_gray", "grey", "report", "none"] = "paper"  # see dlcvkit.augment.byol
 
 
 @dataclass
