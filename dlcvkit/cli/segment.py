@@ -14,9 +14,11 @@ from dlcvkit.cli.options import (
     INFERENCE,
     CacheOpt,
     JsonOpt,
+    OverlapOpt,
     OverwriteOpt,
     PredictSkipBadOpt,
     SkipBadOpt,
+    TileOpt,
     inference,
     with_options,
 )
@@ -121,6 +123,8 @@ def predict_seg(
                                                     "onnxruntime on the CPU (batches of 1 unless --batch-size).")
     ] = None,
     cache: CacheOpt = None,
+    tile: TileOpt = 0,
+    overlap: OverlapOpt = None,
     **options,
 ) -> None:
     """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg.
@@ -131,7 +135,7 @@ def predict_seg(
     if (run is None) == (onnx is None) or images is None or out is None:
         raise DlcvkitError("predict seg needs --run RUN_DIR (or --onnx MODEL.onnx) --images DIR --out DIR")
     written = predict_run(run or onnx, images, out, tta=tta, skip_bad=skip_bad, overwrite=overwrite,
-                          cache=cache.value if cache else "none", **inference(options))
+                          cache=cache.value if cache else "none", tile=tile, overlap=overlap, **inference(options))
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 
