@@ -11,7 +11,6 @@ from PIL import Image
 
 from dlcvkit.data.datasets import LabeledCsv, P1Folder
 from dlcvkit.data.idx import read_idx, write_idx
-from dlcvkit.data.subset import balanced_indices
 from tests.cli_runner import dlcvkit_here
 
 
@@ -80,15 +79,6 @@ def test_per_class_subset_is_balanced_and_fixed_by_the_seed(idx_folder, tmp_path
     assert Counter(n.split("_")[0] for n in names["a"]) == {"0": 2, "1": 2, "2": 2}
     assert names["a"] == names["b"] and names["a"] != names["c"]
     assert len(list((tmp_path / "a" / "val").iterdir())) == 6  # 2 of each class of the 6 t10k images
-
-
-def test_balanced_fraction_counts_each_class():
-    labels = [0] * 100 + [1] * 50 + [2] * 10
-    chosen = balanced_indices(labels, fraction=0.1, seed=3)
-    assert Counter(labels[i] for i in chosen) == {0: 10, 1: 5, 2: 1}
-    assert chosen == balanced_indices(labels, fraction=0.1, seed=3) == sorted(chosen)
-    assert chosen != balanced_indices(labels, fraction=0.1, seed=4)
-    assert Counter(labels[i] for i in balanced_indices(labels, fraction=0.01)) == {0: 1, 1: 1, 2: 1}  # >= 1 each
 
 
 def _hashes(folder):
