@@ -50,7 +50,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool = False) -> None:
     """Write `array` (uint8, int8, int16, int32, float32 or float64) as an IDX file (gzip with `compress`)."""
-    code = next(c for c, name in IDX_TYPES.items() if np.dtype(name).newbyteorder("=") == array.dtype)
+    codes = {np.dtype(name).newbyteorder("="): c for c, name in IDX_TYPES.items()}
+    if array.dtype not in codes:
+        raise DlcvkitError(f"IDX files hold no {array.dtype} values; convert the array to one of {list(codes)}")
+    code = codes[array.dtype]
     data = struct.pack(f">BBBB{array.ndim}I", 0, 0, code, array.ndim, *array.shape)
     data += np.ascontiguousarray(array).astype(IDX_TYPES[code]).tobytes()
     Path(path).write_bytes(gzip.compress(data) if compress else data)
