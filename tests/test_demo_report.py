@@ -58,8 +58,8 @@ def test_report_compares_runs(demo, tmp_path):
     a, b = demo / "runs" / "fcn32s", demo / "runs" / "fcn8s"
     proc = dlcvkit("report", a, b, "--out", tmp_path)
     compare = (tmp_path / "compare.md").read_text()
-    row = next(line for line in compare.splitlines() if line.startswith("| miou |"))
-    assert row == f"| miou | {_last_val(a)['miou']:.4f} | {_last_val(b)['miou']:.4f} |"
+    row = next(line for line in compare.splitlines() if line.startswith("| miou (last evaluation) |"))
+    assert row == f"| miou (last evaluation) | {_last_val(a)['miou']:.4f} | {_last_val(b)['miou']:.4f} |"
     assert "fcn32s (segment)" in proc.stdout
 
 

@@ -2,7 +2,8 @@
 
 Presets: `paper` (Grill et al. 2020, Table 6: two asymmetric views), `paper_gray` (the same, every view
 grayscale: for data whose colours are random per image, such as `dlcvkit data synth`, where the colour palette
-alone tells the images apart and BYOL learns it instead of shapes), `report` (the lighter pipeline of the
+alone tells the images apart and BYOL learns it instead of shapes), `grey` (for grey images such as Fashion-MNIST:
+the paper's views with brightness and contrast jitter only, crops of at least 20%), `report` (the lighter pipeline of the
 course's reference report, after lucidrains' byol-pytorch defaults), `none` (both views = the image; for checks
 that need no randomness, such as 1 vs N processes).
 """
@@ -20,12 +21,17 @@ def blur_kernel(size: int) -> int:
     return 2 * round(0.05 * size) + 1
 
 
-def paper_view(size: int, blur_p: float, solarize_p: float, grayscale_p: float = 0.2) -> K.AugmentationSequential:
+PAPER_JITTER = (0.4, 0.4, 0.2, 0.1)  # Table 6: brightness, contrast, saturation, hue
+GREY_JITTER = (0.4, 0.4, 0.0, 0.0)  # grey images have no saturation or hue to change
+
+
+def paper_view(size: int, blur_p: float, solarize_p: float, grayscale_p: float = 0.2,
+               jitter: tuple[float, ...] = PAPER_JITTER, min_scale: float = 0.08) -> K.AugmentationSequential:
     """One of the paper's views (Table 6); the two views differ only in the blur and solarize probabilities."""
     return K.AugmentationSequential(
-        K.RandomResizedCrop((size, size), scale=(0.08, 1.0)),
+        K.RandomResizedCrop((size, size), scale=(min_scale, 1.0)),
         K.RandomHorizontalFlip(),
-        K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
+        K.ColorJitter(*jitter, p=0.8),
         K.RandomGrayscale(p=grayscale_p),
         K.RandomGaussianBlur(blur_kernel(size), sigma=(0.1, 2.0), p=blur_p),
         K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p),  # threshold exactly 0.5, nothing added
@@ -80,12 +86,17 @@ class TwoViews(nn.Module):
 
 
 def byol_views(preset: str, size: int, compile: bool = False) -> TwoViews:
-    """The two-view pipeline of a preset (`paper`, `paper_gray`, `report` or `none`) producing `size` x `size` views;
-    `compile`: see `compile_colour_jitter`."""
+    """The two-view pipeline of a preset (`paper`, `paper_gray`, `grey`, `report` or `none`) producing `size` x
+    `size` views; `compile`: see `compile_colour_jitter`."""
     if preset in ("paper", "paper_gray"):
         gray = 1.0 if preset == "paper_gray" else 0.2
         views = TwoViews(paper_view(size, blur_p=1.0, solarize_p=0.0, grayscale_p=gray),
                          paper_view(size, blur_p=0.1, solarize_p=0.2, grayscale_p=gray))
+    elif preset == "grey":
+        # grey images (Fashion-MNIST) fill most of their small frame: crops of at least 20% keep an object
+        # recognisable at 28-32 px, where 8% of the area is a few pixels across
+        views = TwoViews(paper_view(size, 1.0, 0.0, 0.0, GREY_JITTER, min_scale=0.2),
+                         paper_view(size, 0.1, 0.2, 0.0, GREY_JITTER, min_scale=0.2))
     elif preset == "report":
         views = TwoViews(report_view(size), report_view(size))
     elif preset == "none":

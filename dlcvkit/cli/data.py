@@ -1,9 +1,10 @@
-"""`dlcvkit data ...`: synthetic data sets in the course layouts."""
+"""`dlcvkit data ...`: synthetic data sets in the course layouts, and real ones exported into them."""
 
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -11,6 +12,9 @@ from dlcvkit.cli.options import OverwriteOpt
 
 app = typer.Typer(help="Make data sets: synthetic ones in every course layout.", no_args_is_help=True,
                   epilog="Example: dlcvkit data synth cls --out data/cls")
+export_app = typer.Typer(help="Write real data sets in the P1 and CSV layouts.", no_args_is_help=True,
+                         epilog="Example: dlcvkit data export fashion-mnist --out fashion")
+app.add_typer(export_app, name="export")
 
 
 class SynthKind(str, Enum):
@@ -79,3 +83,50 @@ def export_digits(
     from dlcvkit.data.digits import export_digits as write_digits
 
     typer.echo(write_digits(out, val_fraction, seed, overwrite=overwrite))
+
+
+IdxOutOpt = Annotated[Path, typer.Option(
+    "--out", help="Folder to write train/, val/, train.csv and val.csv into (created; must be empty unless --overwrite).")]
+FractionOpt = Annotated[Optional[float], typer.Option(
+    "--fraction", help="Keep this share of each class of each split (a class-balanced subset), e.g. 0.1.")]
+PerClassOpt = Annotated[Optional[int], typer.Option(
+    "--per-class", help="Keep this many images of each class of each split.")]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # where Debian's package dataset-fashion-mnist puts it
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the subset (--fraction, --per-class).")]
+
+
+@export_app.command("idx")
+def export_idx(
+    source: Path = typer.Option(..., "--from", help="Folder of MNIST-format IDX files (train-images-idx3-ubyte[.gz], "
+                                                    "train-labels-..., t10k-images-..., t10k-labels-...)."),
+    out: IdxOutOpt = ..., fraction: FractionOpt = None, per_class: PerClassOpt = None, seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write an MNIST-family data set (IDX files) as train/ and val/ (the t10k split) in the P1 and CSV layouts.
+
+    Example: dlcvkit data export idx --from mnist_idx --out mnist --per-class 100
+    """
+    from dlcvkit.data.idx import export_idx as write_idx_export
+
+    typer.echo(write_idx_export(source, out, fraction=fraction, per_class=per_class, seed=seed, overwrite=overwrite))
+
+
+@export_app.command("fashion-mnist")
+def export_fashion_mnist(
+    source: Path = typer.Option(FASHION_MNIST, "--from",
+                                help="Folder of Fashion-MNIST's IDX files (Debian: apt-get install -y "
+                                     "dataset-fashion-mnist)."),
+    out: IdxOutOpt = ..., fraction: FractionOpt = None, per_class: PerClassOpt = None, seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write Fashion-MNIST (60,000 train + 10,000 test 28x28 grey images, 10 classes) like `data export idx`.
+
+    Example: dlcvkit data export fashion-mnist --out fashion --fraction 0.1
+    """
+    from dlcvkit.data.idx import export_idx as write_idx_export
+    from dlcvkit.errors import DlcvkitError
+
+    if not source.is_dir():
+        raise DlcvkitError(f"--from {source} does not exist: install Fashion-MNIST with "
+                           "`apt-get install -y dataset-fashion-mnist`, or pass the folder of its IDX files")
+    typer.echo(write_idx_export(source, out, fraction=fraction, per_class=per_class, seed=seed, overwrite=overwrite))

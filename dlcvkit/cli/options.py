@@ -87,6 +87,10 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward 
 WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader workers per process (-1 = the recipe's: the "
                                                            "run's, else dlcvkit's default).")]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]
+TileOpt = Annotated[int, typer.Option("--tile", help="Predict by sliding windows of this side in pixels, blended "
+                                                    "where they overlap (e.g. 512 for larger photos; 0 = whole images).")]
+OverlapOpt = Annotated[Optional[int], typer.Option("--overlap", help="--tile: pixels shared by neighbouring windows "
+                                                                     "(default a quarter of the tile).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU if present), cpu, cuda or cuda:N.")]
 
 

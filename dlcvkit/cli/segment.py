@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import (INFERENCE, CacheOpt, JsonOpt, OverwriteOpt, PredictSkipBadOpt, SkipBadOpt, inference,
-                                 with_options)
+from dlcvkit.cli.options import (INFERENCE, CacheOpt, JsonOpt, OverlapOpt, OverwriteOpt, PredictSkipBadOpt, SkipBadOpt,
+                                 TileOpt, inference, with_options)
 from dlcvkit.errors import DlcvkitError
 
 RunOpt = Annotated[Optional[Path], typer.Option("--run", help="A finished segmentation run folder (RUN_DIR).")]
@@ -120,6 +120,8 @@ def predict_seg(
                                                     "onnxruntime on the CPU (batches of 1 unless --batch-size).")
     ] = None,
     cache: CacheOpt = None,
+    tile: TileOpt = 0,
+    overlap: OverlapOpt = None,
     **options,
 ) -> None:
     """The course's inference: one RGB xxxx_mask.png (course colours, the image's size) per xxxx_sat.jpg.
@@ -133,7 +135,8 @@ def predict_seg(
     if (run is None) == (onnx is None):
         raise DlcvkitError("predict seg needs --run RUN_DIR or --onnx MODEL.onnx (one of them)")
     written = predict_run(run or onnx, data, out, tta=tta, skip_bad=skip_bad, overwrite=overwrite,
-                          cache=cache.value if cache else "none", **inference(options))
+                          cache=cache.value if cache else "none", tile=tile, overlap=overlap,
+                          **inference(options))
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 

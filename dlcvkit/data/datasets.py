@@ -380,7 +380,7 @@ class ImageFolderDataset(FileDataset):
         return f"class folder {self.root / self.classes[self.labels[i]]}"
 
 
-PER_SAMPLE = ("names", "labels", "ids", "lines")  # the per-sample lists of the datasets above
+PER_SAMPLE = ("names", "labels", "ids", "lines", "indices")  # the per-sample lists of the datasets (and subsets)
 
 
 def drop_unreadable(dataset: FileDataset, what: str, workers: int = 0) -> list[Path]:

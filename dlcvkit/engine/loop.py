@@ -95,6 +95,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
             raise DlcvkitError(f"--max-steps {max_steps}: the run in {run_dir} is already at step {state['step']}")
     elif accelerator.is_main_process:  # written once the model and the data opened: a bad input leaves no run
         write_recipe(recipe, run_dir / "recipe.toml")
+        task.start(run_dir)
     state.update(best_metric=task.best_metric, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     if accelerator.log_with:
         accelerator.init_trackers("dlcvkit", config=flat_recipe(recipe))

@@ -27,6 +27,7 @@ REPORT_FILES = ("report.md", "report.html", "curves.png")  # also rewritten by `
 RUN_FILES = (
     "recipe.toml", "metrics.jsonl", "checkpoints", "tensorboard", "model.safetensors", "best.safetensors",
     "ema.safetensors", "backbone.safetensors", "track", "track.png", "tsne", "summary.csv", "mlruns", "wandb",
+    "labels_subset.txt",
     *REPORT_FILES,
 )
 

@@ -69,5 +69,8 @@ class Task:
     def after_epoch(self, model: nn.Module, ctx: RunContext) -> None:
         """Called on every process after each epoch's evaluation (e.g. save tracked predictions)."""
 
+    def start(self, run_dir: Path) -> None:
+        """Write the task's own files about a new run's inputs into RUN_DIR, beside recipe.toml (main process)."""
+
     def export(self, model: nn.Module, ctx: RunContext) -> None:
         """Write the task's extra outputs at the end of the run (e.g. backbone.safetensors), main process."""

@@ -17,6 +17,7 @@ from dlcvkit.errors import DlcvkitError
 from dlcvkit.outputs import check_output_dir
 from dlcvkit.runs.export import onnx_run
 from dlcvkit.runs.load import eval_data, load_run, run_recipe
+from dlcvkit.runs.slide import check_tiling, slide_masks
 from dlcvkit.runs.writer import BackgroundWriter
 from dlcvkit.tasks.segment import predict_masks, red_class
 
@@ -75,12 +76,14 @@ def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_
 
 def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str = "best", batch_size: int = 0,
                 num_workers: int = -1, tta: bool = False, skip_bad: bool = False, overwrite: bool = False,
-                cache: str = "none") -> int:
+                cache: str = "none", tile: int = 0, overlap: int | None = None) -> int:
     """Write `NAME_mask.png` (course colours, the input's size) for every `NAME_sat.jpg` with a run's model (or
     its ONNX export); returns how many this process wrote (processes share the images under `dlcvkit launch`).
     OUT_DIR must be new or empty, or `overwrite`; never the images' folder. With `skip_bad` the images that do not
     decode are left out, and named in the error raised once every other mask is written (the output is
-    incomplete); `cache`: the decoded-image cache (dlcvkit.data.cache)."""
+    incomplete); `cache`: the decoded-image cache (dlcvkit.data.cache); `tile`: sliding windows of that side
+    with `overlap` (dlcvkit.runs.slide; 0 = whole images)."""
+    overlap = check_tiling(tile, overlap)
     check_output_dir(out_dir, "--out", overwrite, {"--data": images_dir, "--run": run_dir})
     accelerator, recipe, model, batches, skipped, total = _run_loader(
         run_dir, images_dir, False, weights, batch_size, num_workers, None, skip_bad, cache=cache)
@@ -89,7 +92,7 @@ def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str 
     written = 0
     with BackgroundWriter() as writer, accelerator.autocast():
         for batch in batches:
-            masks = predict_masks(model, batch["image"], recipe.data.img_size, tta).to(torch.uint8)
+            masks = slide_masks(model, batch["image"], recipe.data.img_size, tta, tile, overlap).to(torch.uint8)
             writer.submit(_write_masks, out_dir, batch["name"], masks)
             written += len(masks)
     accelerator.wait_for_everyone()

@@ -41,7 +41,7 @@ class ByolModel:
 
 @dataclass
 class ByolAug:
-    preset: Literal["paper", "paper_gray", "report", "none"] = "paper"  # see dlcvkit.augment.byol
+    preset: Literal["paper", "paper_gray", "grey", "report", "none"] = "paper"  # see dlcvkit.augment.byol
     # torch.compile kornia's colour jitter (the same random draws): faster views on the CPU after a one-off
     # compile of 10-50 s (needs a C compiler); see dlcvkit.augment.byol.compile_colour_jitter
     compile: bool = False

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from dlcvkit.data.subset import LabelSubset, balanced_indices
 from dlcvkit.engine.rundir import check_series_dir, mark_folder
 from dlcvkit.engine.task import RunContext
 from dlcvkit.errors import DlcvkitError
@@ -41,6 +42,7 @@ SETTINGS = {
     "E": Setting("w/o labels (our BYOL backbone)", "frozen backbone, classifier only", "byol", True),
 }
 SETTINGS_TABLE_FILES = ("settings.csv", "settings.md")  # beside the settings' run folders OUT/A ... OUT/E
+LABELS_SUBSET = "labels_subset.txt"  # RUN_DIR's list of the training files used with label_fraction < 1
 
 
 @dataclass
@@ -52,6 +54,8 @@ class FinetuneViz:
 class FinetuneRecipe(ClassifyRecipe):
     task: str = "finetune"
     setting: Literal["", "A", "B", "C", "D", "E"] = ""  # A–E when run with --setting (model.pretrained and model.freeze_backbone follow it)
+    # share of each class of the training labels used (BYOL paper, Table 2: 0.01 and 0.1), drawn by train.seed
+    label_fraction: float = 1.0
     viz: FinetuneViz = field(default_factory=FinetuneViz)
 
 
@@ -80,6 +84,7 @@ def office_home_splits(root: str | Path) -> tuple[Path, Path] | None:
 class FinetuneTask(ClassifyTask):
     def __init__(self, recipe: FinetuneRecipe) -> None:
         super().__init__(recipe)
+        self._subset = None
         if recipe.setting:
             row = SETTINGS[recipe.setting]
             if bool(row.source) != bool(recipe.model.pretrained) or row.freeze != recipe.model.freeze_backbone:
@@ -87,8 +92,28 @@ class FinetuneTask(ClassifyTask):
                     f"setting {recipe.setting} needs model.pretrained {'set' if row.source else 'empty'} and "
                     f"model.freeze_backbone={str(row.freeze).lower()}; use --setting (it sets both) or fix the recipe"
                 )
+        if not 0 < recipe.label_fraction <= 1:
+            raise DlcvkitError(f"label_fraction (--label-fraction) must be in (0, 1], got {recipe.label_fraction}")
         if recipe.viz.tsne_every > 0 and not recipe.data.val:
             raise DlcvkitError("viz.tsne_every (--tsne-every) pictures the validation set: pass --val as well")
+
+    def train_dataset(self):
+        """The labelled training set, or with `label_fraction` < 1 its class-balanced subset (fixed by
+        train.seed, the same on every process)."""
+        full = super().train_dataset()
+        if self.recipe.label_fraction == 1:
+            return full
+        if self._subset is None:  # one object: what data.skip_bad leaves out of it is what start() lists
+            self._subset = LabelSubset(full, balanced_indices(full.labels, fraction=self.recipe.label_fraction,
+                                                              seed=self.recipe.train.seed, option="label_fraction"))
+        return self._subset
+
+    def start(self, run_dir: Path) -> None:
+        """With `label_fraction` < 1, RUN_DIR/labels_subset.txt: the training files used, one per line."""
+        if self.recipe.label_fraction < 1:
+            subset = self.train_dataset()
+            lines = (f"{subset.files(i)[0]}\n" for i in range(len(subset)))
+            (run_dir / LABELS_SUBSET).write_text("".join(lines))
 
     def build_model(self) -> Classifier:
         """The classification task's model at random init, then the backbone file (if any) loaded strictly."""
@@ -130,19 +155,21 @@ def write_settings_table(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
 
 
 def run_all_settings(recipe: Path | None, data: str | None, val: str, out: Path, overrides: list[str],
-                     max_steps: int, supervised: Path, byol_backbone: Path,
-                     overwrite: bool = False) -> tuple[list[dict], Path, Path] | None:
-    """Run A–E into OUT/A ... OUT/E and write the table as OUT/settings.csv and OUT/settings.md; (its rows, the
-    two paths) on the main process of a launch, which alone writes it, None on the others."""
+                     max_steps: int, supervised: Path | None, byol_backbone: Path | None,
+                     overwrite: bool = False, names: str = "ABCDE") -> tuple[list[dict], Path, Path] | None:
+    """Run the settings `names` (A–E) into OUT/A ... OUT/E and write the table as OUT/settings.csv and
+    OUT/settings.md; (its rows, the two paths) on the main process of a launch, which alone writes it, None on
+    the others."""
     main = int(os.environ.get("RANK", "0")) == 0  # one table, written by the main process of a launch
-    check_series_dir(out, SETTINGS, overwrite)  # before any setting trains: none is refused after others ran
+    chosen = {name: SETTINGS[name] for name in names}
+    check_series_dir(out, chosen, overwrite)  # before any setting trains: none is refused after others ran
     for table_file in SETTINGS_TABLE_FILES:
         check_output_file(out / table_file, "--out", overwrite)
     if main:
         mark_folder(out)
     files = {"": None, "supervised": supervised, "byol": byol_backbone}
     rows = []
-    for name, row in SETTINGS.items():
+    for name, row in chosen.items():
         summary = run_training("finetune", recipe=recipe, data=data, val=val, out=out / name,
                                overrides=overrides + setting_overrides(name, files[row.source]), max_steps=max_steps,
                                resume=None, overwrite=overwrite)

@@ -176,10 +176,17 @@ def segmentation_metrics(matrix: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def predict_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: bool = False) -> torch.Tensor:
-    """Class ids `b h w` (int64) of uint8 images `b 3 h w`, at the images' own size.
+    """Class ids `b h w` (int64) of uint8 images `b 3 h w`, at the images' own size (see `predict_probs`)."""
+    return predict_probs(model, images, input_size, tta).argmax(dim=1)
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, images: torch.Tensor, input_size: int, tta: bool = False) -> torch.Tensor:
+    """Class probabilities `b C h w` (float32; with `tta` summed over the views) of uint8 images `b 3 h w`, at
+    the images' own size.
 
     The images are resized to the model's `input_size` (the training `data.img_size`) and the class
-    probabilities back; with `tta` they are averaged over the image and its horizontal and vertical flips.
+    probabilities back; with `tta` they are added over the image and its horizontal and vertical flips.
     """
     x = normalize(to_unit(images))
     size = tuple(x.shape[-2:])
@@ -191,4 +198,4 @@ def predict_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: 
             probs += model(x.flip(dims)).float().softmax(dim=1).flip(dims)
     if tuple(probs.shape[-2:]) != size:
         probs = F.interpolate(probs, size, mode="bilinear", align_corners=False)
-    return probs.argmax(dim=1)
+    return probs

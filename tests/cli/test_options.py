@@ -50,6 +50,8 @@ ALLOWED = {
     ("--task", ("summary",)): "its tasks", ("--task", ("bench", "train")): "its tasks",
     ("--task", ("bench", "infer")): "its tasks",
     ("--out", ("demo",)): "`dlcvkit demo` alone runs",
+    # the Fashion-MNIST shortcut: --from defaults to where Debian's package installs it
+    ("--from", ("data", "export", "fashion-mnist")): "a known place",
 }
 
 

@@ -133,7 +133,7 @@ def test_size_grey_and_red_masks_are_clear_errors(hand, capsys):
 def test_one_form_at_a_time(hand, tmp_path, capsys):
     pred, labels = hand
     code, _, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred, "--labels", labels, "--run", tmp_path)
-    assert code == 2 and "either --pred DIR --labels DIR, or --run RUN_DIR --data DIR" in err
+    assert code == 2 and "either --pred DIR --labels DIR, or --run RUN_DIR [--data DIR]" in err
     code, _, err = dlcvkit_here(capsys, "eval", "seg", "--pred", pred)
     assert code == 2 and "--pred and --labels go together" in err
 

@@ -151,6 +151,18 @@ def test_paper_views_are_asymmetric():
     assert (p_of(views.view1, K.RandomSolarize), p_of(views.view2, K.RandomSolarize)) == (0.0, 0.2)
 
 
+def test_grey_views_keep_grey_images_grey_and_crop_at_least_a_fifth():
+    torch.manual_seed(0)
+    views = byol_views("grey", 32)
+    images = torch.rand(64, 1, 32, 32).repeat(1, 3, 1, 1)  # grey images, decoded as RGB like the readers do
+    for view in views(images):
+        assert torch.allclose(view[:, 0], view[:, 1]) and torch.allclose(view[:, 1], view[:, 2])
+    boxes = _crop_boxes(views.view1)  # corners (b 4 2): the crop's area over the image's
+    sides = boxes[:, 2] - boxes[:, 0] + 1
+    assert (sides.prod(dim=1) / 32**2).min() >= 0.2 - 0.02  # kornia rounds the box to whole pixels
+    assert not torch.equal(*views(images))
+
+
 # ------------------------------------------------------------------------------------------- real runs (CLI)
 
 

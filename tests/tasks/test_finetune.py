@@ -2,6 +2,8 @@
 
 import csv
 import json
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import timm
@@ -26,7 +28,7 @@ from dlcvkit.tasks.finetune import (
     setting_overrides,
 )
 from dlcvkit.tasks.registry import build_task, task_classes
-from tests.cli_runner import dlcvkit
+from tests.cli_runner import dlcvkit, dlcvkit_here
 
 RECIPE = """
 task = "finetune"
@@ -167,6 +169,36 @@ def test_predict_cls_on_a_finetune_run(files, table):
     with torch.no_grad():
         expected = model(normalize(to_unit(images))).argmax(1).tolist()
     assert [int(p["label"]) for p in predictions] == expected
+
+
+def test_label_fraction_trains_a_and_c_on_one_balanced_subset(files, capsys):
+    out = files / "semi"
+    code, _, err = dlcvkit_here(capsys, "finetune", "-r", files / "recipe.toml", "--data", files / "office",
+                                "--all-settings", "--settings", "A,C", "--byol", files / "backbone.safetensors",
+                                "--label-fraction", 0.25, "--max-steps", 1, "--out", out)
+    assert code in (0, None), err
+    with open(out / "settings.csv", newline="") as f:
+        assert [r["setting"] for r in csv.DictReader(f)] == ["A", "C"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["A", "C"]
+    listed = (out / "A" / "labels_subset.txt").read_text().splitlines()
+    assert listed == (out / "C" / "labels_subset.txt").read_text().splitlines()  # one subset, fixed by the seed
+    with open(files / "office" / "train.csv", newline="") as f:
+        label_of = {r["filename"]: int(r["label"]) for r in csv.DictReader(f)}
+    per_class = Counter(label_of.values())
+    chosen = Counter(label_of[Path(line).name] for line in listed)
+    assert chosen == {c: max(1, round(0.25 * n)) for c, n in per_class.items()}
+    assert 'label_fraction = 0.25' in (out / "C" / "recipe.toml").read_text()
+
+
+def test_label_fraction_file_is_the_runs_own(files, capsys, tmp_path):
+    args = ["finetune", "-r", files / "recipe.toml", "--data", files / "office", "--max-steps", 1, "--out", tmp_path]
+    assert dlcvkit_here(capsys, *args, "--label-fraction", 0.5)[0] in (0, None)
+    assert (tmp_path / "labels_subset.txt").is_file()
+    code, _, err = dlcvkit_here(capsys, *args, "--overwrite")  # all labels: the old subset's list is removed
+    assert code in (0, None), err
+    assert not (tmp_path / "labels_subset.txt").exists()
+    code, _, err = dlcvkit_here(capsys, *args, "--overwrite", "--label-fraction", 1.5)
+    assert code == 2 and "label_fraction (--label-fraction) must be in (0, 1]" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("name", ["byol_resnet50_mini", "byol_report", "demo_byol", "finetune_officehome",
