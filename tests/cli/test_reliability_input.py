@@ -1,9 +1,12 @@
 """Bad input through the real CLI (issue 7, items 1-12): exit code 2, one `dlcvkit: error:` line that names the
 file or option, no traceback; and what a run already wrote is kept.
 
-The commands run concurrently in one module fixture (each pays ~3 s of imports); the tests read their results.
+The commands run once in one module fixture, in this process (a subprocess would pay ~3 s of imports each) but
+for the one that needs its own environment; the tests read their results.
 """
 
+import contextlib
+import io
 import os
 import re
 import subprocess
@@ -12,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 
+from dlcvkit.cli import main
 from dlcvkit.config import load_recipe, write_recipe
 from dlcvkit.data.images import write_image
 from dlcvkit.data.masks import write_mask
@@ -150,6 +155,20 @@ def _make_inputs(root):
     (root / "seg_renamed" / "0002_mask.png").rename(root / "seg_renamed" / "0009_mask.png")
 
 
+def _dlcvkit_here(args) -> subprocess.CompletedProcess:
+    """The CLI in this process, its output captured as a subprocess's would be."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code or 0
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)  # the next command builds its own Accelerator
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def _dlcvkit(args, env=None):
     return subprocess.run([sys.executable, "-m", "dlcvkit", *map(str, args)], capture_output=True, text=True,
                           timeout=300, env={**os.environ, **(env or {})}, check=False)
@@ -160,9 +179,10 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input")
     _make_inputs(root)
     commands = {name: spec if isinstance(spec, tuple) else (spec, None) for name, spec in _commands(root).items()}
-    with ThreadPoolExecutor(3) as pool:
-        futures = {name: pool.submit(_dlcvkit, args, env) for name, (args, env) in commands.items()}
-        return root, {name: future.result() for name, future in futures.items()}
+    with ThreadPoolExecutor(1) as pool:  # the subprocesses run while this process runs the others
+        futures = {name: pool.submit(_dlcvkit, args, env) for name, (args, env) in commands.items() if env}
+        results = {name: _dlcvkit_here(args) for name, (args, env) in commands.items() if not env}
+        return root, results | {name: future.result() for name, future in futures.items()}
 
 
 def _error_line(proc) -> str:
