@@ -1,5 +1,6 @@
 """The `dlcvkit` command line: one module per command group, the options they share in `options`, the training
-commands made from the task registry (`train`, fine-tuning's own options in `finetune`). Each command parses, calls one function and prints.
+commands made from the task registry (`train`, fine-tuning's own options in `finetune`). Each command parses,
+calls one function and prints.
 
 Errors from bad input arrive as `DlcvkitError` and leave as one line on stderr with exit code 2; `--debug`
 (anywhere before a `--`) shows the traceback instead. A training stopped by Ctrl-C (after saving a checkpoint)

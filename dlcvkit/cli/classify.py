@@ -8,16 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import (
-    INFERENCE,
-    CacheOpt,
-    JsonOpt,
-    OverwriteOpt,
-    PredictSkipBadOpt,
-    SkipBadOpt,
-    inference,
-    with_options,
-)
+from dlcvkit.cli.options import INFERENCE, PREDICTION, JsonOpt, OverwriteOpt, SkipBadOpt, inference, with_options
 
 RunsOpt = Annotated[list[Path], typer.Option("--run", help="Run folder; repeat for an ensemble (mean of softmax).")]
 LabelledOpt = Annotated[
@@ -74,22 +65,15 @@ def eval_cls(
         typer.echo(f"confusion matrix: {plot_confusion(result['confusion'], confusion)}")
 
 
-@with_options(*INFERENCE)
+@with_options(*PREDICTION)
 def predict_cls(
     data: Annotated[Path, typer.Option("--data", help="Folder of the images to classify.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV of predictions.")],
     run: RunsOpt = None,
-    onnx: Annotated[
-        Optional[Path], typer.Option("--onnx", help="Instead of --run: a model from `dlcvkit export`, run by "
-                                                    "onnxruntime on the CPU.")
-    ] = None,
     csv: Annotated[
         Optional[Path], typer.Option("--csv", help="Images CSV (id,filename[,label]): output id,filename,label "
                                                    "in its row order; without it filename,label sorted by name.")
     ] = None,
-    skip_bad: PredictSkipBadOpt = False,
-    overwrite: OverwriteOpt = False,
-    cache: CacheOpt = None,
     **options,
 ) -> None:
     """Predict a class for every image, in the course's CSV format (one run, an ensemble, or an ONNX export).
@@ -100,8 +84,7 @@ def predict_cls(
     """
     from dlcvkit.runs.classify import predict_runs
 
-    written = predict_runs(run, data, out, csv=csv, onnx=onnx, skip_bad=skip_bad, overwrite=overwrite,
-                           cache=cache.value if cache else "none", **inference(options))
+    written = predict_runs(run, data, out, csv=csv, onnx=options["onnx"], **inference(options))
     if written is not None:
         typer.echo(f"wrote {written} predictions to {out}")
 

@@ -87,10 +87,6 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward 
 WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader workers per process (-1 = the recipe's: the "
                                                            "run's, else dlcvkit's default).")]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")]
-TileOpt = Annotated[int, typer.Option("--tile", help="Predict by sliding windows of this side in pixels, blended "
-                                                    "where they overlap (e.g. 512 for larger photos; 0 = whole images).")]
-OverlapOpt = Annotated[Optional[int], typer.Option("--overlap", help="--tile: pixels shared by neighbouring windows "
-                                                                     "(default a quarter of the tile).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU if present), cpu, cuda or cuda:N.")]
 
 
@@ -107,12 +103,24 @@ TRAINING = (
 )
 INFERENCE = (option("weights", WeightsOpt, Weights.best), option("batch_size", BatchOpt, 0),
              option("workers", WorkersOpt, -1))
+OnnxOpt = Annotated[Optional[Path], typer.Option("--onnx", help="Instead of --run: a model from `dlcvkit export`, run "
+                                                                "by onnxruntime on the CPU (seg: batches of 1 unless "
+                                                                "--batch-size).")]
+# what the `predict` commands add: the files they write and the model they may run instead of a run
+PREDICTION = (*INFERENCE, option("onnx", OnnxOpt, None), option("skip_bad", PredictSkipBadOpt, False),
+              option("overwrite", OverwriteOpt, False), option("cache", CacheOpt, None))
 
 
 def inference(options: dict) -> dict:
-    """The INFERENCE options of a command's `**options`, as the functions of `dlcvkit.runs` take them."""
-    return {"weights": options["weights"].value, "batch_size": options["batch_size"],
-            "num_workers": options["workers"]}
+    """The INFERENCE options of a command's `**options` (and the PREDICTION ones where it has them), as the
+    functions of `dlcvkit.runs` take them."""
+    found = {"weights": options["weights"].value, "batch_size": options["batch_size"],
+             "num_workers": options["workers"]}
+    if "skip_bad" in options:
+        cache = options["cache"]
+        found |= {"skip_bad": options["skip_bad"], "overwrite": options["overwrite"],
+                  "cache": cache.value if cache else "none"}
+    return found
 
 
 def with_options(*shared: inspect.Parameter) -> Callable[[Callable], Callable]:

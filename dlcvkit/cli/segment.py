@@ -10,10 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import (INFERENCE, CacheOpt, JsonOpt, OverlapOpt, OverwriteOpt, PredictSkipBadOpt, SkipBadOpt,
-                                 TileOpt, inference, with_options)
+from dlcvkit.cli.options import (INFERENCE, PREDICTION, JsonOpt, OverwriteOpt, SkipBadOpt, inference,
+                                 with_options)
 from dlcvkit.errors import DlcvkitError
 
+TileOpt = Annotated[int, typer.Option("--tile", help="Predict by sliding windows of this side in pixels, blended where "
+                                                    "they overlap (e.g. 512 for larger photos; 0 = whole images).")]
+OverlapOpt = Annotated[Optional[int], typer.Option("--overlap", help="--tile: pixels shared by neighbouring windows "
+                                                                     "(default a quarter of the tile).")]
 RunOpt = Annotated[Optional[Path], typer.Option("--run", help="A finished segmentation run folder (RUN_DIR).")]
 TtaOpt = Annotated[bool, typer.Option("--tta", help="Average the softmax over the image and its h/v flips.")]
 RedOpt = Annotated[
@@ -107,19 +111,12 @@ def eval_seg(
         json_path.write_text(json.dumps(numbers, indent=1) + "\n")
 
 
-@with_options(*INFERENCE)
+@with_options(*PREDICTION)
 def predict_seg(
-    data: Annotated[Path, typer.Option("--data", help="Folder of xxxx_sat.jpg.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the xxxx_mask.png files.")],
     run: RunOpt = None,
+    data: Annotated[Path, typer.Option("--data", help="Folder of xxxx_sat.jpg.")] = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the xxxx_mask.png files.")] = ...,
     tta: TtaOpt = False,
-    skip_bad: PredictSkipBadOpt = False,
-    overwrite: OverwriteOpt = False,
-    onnx: Annotated[
-        Optional[Path], typer.Option("--onnx", help="Instead of --run: a model from `dlcvkit export`, run by "
-                                                    "onnxruntime on the CPU (batches of 1 unless --batch-size).")
-    ] = None,
-    cache: CacheOpt = None,
     tile: TileOpt = 0,
     overlap: OverlapOpt = None,
     **options,
@@ -132,11 +129,9 @@ def predict_seg(
     """
     from dlcvkit.runs.segment import predict_run
 
-    if (run is None) == (onnx is None):
+    if (run is None) == (options["onnx"] is None):
         raise DlcvkitError("predict seg needs --run RUN_DIR or --onnx MODEL.onnx (one of them)")
-    written = predict_run(run or onnx, data, out, tta=tta, skip_bad=skip_bad, overwrite=overwrite,
-                          cache=cache.value if cache else "none", tile=tile, overlap=overlap,
-                          **inference(options))
+    written = predict_run(run or options["onnx"], data, out, tta=tta, tile=tile, overlap=overlap, **inference(options))
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 
