@@ -22,6 +22,7 @@ def _last_val(run):
     return [r for r in records if r.get("split") == "val"][-1]
 
 
+@pytest.mark.slow  # the whole demo: a minute of CPU
 def test_demo_report_has_every_part(demo):
     report = (demo / "report.md").read_text()
     for section in ("1. BYOL", "2. Office-Home fine-tuning", "3. Segmentation", "4. Classification", "Time per step"):
@@ -38,6 +39,7 @@ def test_demo_report_has_every_part(demo):
     assert "The kNN monitor during pre-training" in report and f"{monitor['epoch']}: {monitor['knn_acc']:.4f}" in report
 
 
+@pytest.mark.slow  # the whole demo: a minute of CPU
 def test_demo_wrote_course_format_outputs(demo):
     predictions = sorted(p.name for p in (demo / "predictions" / "fcn8s").iterdir())
     labels = sorted(p.name for p in (demo / "data" / "seg_val").glob("*_mask.png"))
@@ -46,6 +48,7 @@ def test_demo_wrote_course_format_outputs(demo):
     assert (demo / "runs" / "finetune" / "settings.csv").read_text().count("\n") == 6
 
 
+@pytest.mark.slow  # the whole demo: a minute of CPU
 def test_every_run_has_a_report_with_its_final_metrics(demo):
     run = demo / "runs" / "fcn8s"
     text = (run / "report.md").read_text()
@@ -54,6 +57,7 @@ def test_every_run_has_a_report_with_its_final_metrics(demo):
     assert "[model]" in text  # the resolved recipe
 
 
+@pytest.mark.slow  # the whole demo: a minute of CPU
 def test_report_compares_runs(demo, tmp_path):
     a, b = demo / "runs" / "fcn32s", demo / "runs" / "fcn8s"
     proc = dlcvkit("report", a, b, "--out", tmp_path)

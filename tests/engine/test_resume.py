@@ -8,6 +8,9 @@ from safetensors.torch import load_file
 
 from tests.cli_runner import dlcvkit
 
+# real CLI runs interrupted and resumed (a minute of CPU); tests/engine/test_loop.py checks resume in-process
+pytestmark = pytest.mark.slow
+
 RECIPE = """
 task = "classify"
 [data]
