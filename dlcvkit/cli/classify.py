@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlcvkit.cli.options import INFERENCE, PREDICTION, JsonOpt, OverwriteOpt, SkipBadOpt, inference, with_options
+from dlcvkit.cli.options import (INFERENCE, PREDICTION, JsonOpt, OverwriteOpt, SkipBadOpt, inference, prediction,
+                                 with_options)
 
 RunsOpt = Annotated[list[Path], typer.Option("--run", help="Run folder; repeat for an ensemble (mean of softmax).")]
 LabelledOpt = Annotated[
@@ -84,7 +85,7 @@ def predict_cls(
     """
     from dlcvkit.runs.classify import predict_runs
 
-    written = predict_runs(run, data, out, csv=csv, onnx=options["onnx"], **inference(options))
+    written = predict_runs(run, data, out, csv=csv, onnx=options["onnx"], **prediction(options))
     if written is not None:
         typer.echo(f"wrote {written} predictions to {out}")
 

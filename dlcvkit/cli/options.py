@@ -112,15 +112,16 @@ PREDICTION = (*INFERENCE, option("onnx", OnnxOpt, None), option("skip_bad", Pred
 
 
 def inference(options: dict) -> dict:
-    """The INFERENCE options of a command's `**options` (and the PREDICTION ones where it has them), as the
-    functions of `dlcvkit.runs` take them."""
-    found = {"weights": options["weights"].value, "batch_size": options["batch_size"],
-             "num_workers": options["workers"]}
-    if "skip_bad" in options:
-        cache = options["cache"]
-        found |= {"skip_bad": options["skip_bad"], "overwrite": options["overwrite"],
-                  "cache": cache.value if cache else "none"}
-    return found
+    """The INFERENCE options of a command's `**options`, as the functions of `dlcvkit.runs` take them."""
+    return {"weights": options["weights"].value, "batch_size": options["batch_size"],
+            "num_workers": options["workers"]}
+
+
+def prediction(options: dict) -> dict:
+    """The PREDICTION options of a `predict` command's `**options` but --onnx, as `dlcvkit.runs` takes them."""
+    cache = options["cache"]
+    return inference(options) | {"skip_bad": options["skip_bad"], "overwrite": options["overwrite"],
+                                 "cache": cache.value if cache else "none"}
 
 
 def with_options(*shared: inspect.Parameter) -> Callable[[Callable], Callable]:

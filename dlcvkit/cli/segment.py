@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlcvkit.cli.options import (INFERENCE, PREDICTION, JsonOpt, OverwriteOpt, SkipBadOpt, inference,
-                                 with_options)
+                                 prediction, with_options)
 from dlcvkit.errors import DlcvkitError
 
 TileOpt = Annotated[int, typer.Option("--tile", help="Predict by sliding windows of this side in pixels, blended where "
@@ -131,7 +131,7 @@ def predict_seg(
 
     if (run is None) == (options["onnx"] is None):
         raise DlcvkitError("predict seg needs --run RUN_DIR or --onnx MODEL.onnx (one of them)")
-    written = predict_run(run or options["onnx"], data, out, tta=tta, tile=tile, overlap=overlap, **inference(options))
+    written = predict_run(run or options["onnx"], data, out, tta=tta, tile=tile, overlap=overlap, **prediction(options))
     print(f"wrote {written} masks to {out}", file=sys.stderr)
 
 
