@@ -10,11 +10,12 @@ from dlcvkit.data.datasets import UnlabeledFolder
 from dlcvkit.data.images import _decode_reduced, _jpeg_size, read_image, read_resized, resize_image, write_image
 from dlcvkit.errors import DlcvkitError
 
-# The tolerance, in grey levels, on smooth photo-like images (measured: mean <= 0.27, max <= 2 from 256x256 to
-# 3000x2000 sources). Requesting only the target size from libjpeg (no 2x margin) gives mean 1.7, max 10-18 at
-# 512 -> 128 and 512 -> 256: these bounds tell the two apart.
-MEAN_TOLERANCE = 0.5
-MAX_TOLERANCE = 4
+# The tolerance, in grey levels, on smooth photo-like images (measured: mean <= 0.6, max <= 5 from 480x640 to
+# 3000x2000 sources, the worst where the reduced image is only a few pixels larger than the target). A reduction
+# that lands exactly on the target size (no resize after it) gives mean 0.7-1.5, max 6-8 at 512 -> 256, 128, 64:
+# those are never taken.
+MEAN_TOLERANCE = 0.75
+MAX_TOLERANCE = 6
 
 
 def _full(path, size):
@@ -22,10 +23,12 @@ def _full(path, size):
 
 
 @pytest.mark.parametrize("height, width, size, reduced", [
-    (512, 512, 128, (256, 256)),  # 1/2: still 2x the target
-    (480, 640, 64, (240, 320)),  # 1/2 (1/4 would be 120 x 160, under twice the target)
-    (1024, 1536, 96, (256, 384)),  # 1/4 (1/8 would be 128 x 192, under 2x the target)
-    (600, 800, (48, 100), (150, 200)),  # a non-square target: the side with the least room decides
+    (512, 512, 128, (256, 256)),  # 1/2: 1/4 would land exactly on the target
+    (512, 512, 64, (128, 128)),  # 1/4, not 1/8 (64 x 64, the target itself)
+    (480, 640, 64, (120, 160)),  # 1/4 (1/8 would be 60 x 80, under the target)
+    (1024, 1536, 96, (128, 192)),  # 1/8
+    (2000, 3000, 224, (250, 375)),  # 1/8 of an Office-Home-sized photo, 12% above the target
+    (600, 800, (48, 100), (150, 200)),  # a non-square target: the side with the least room decides (1/8: 100 wide)
 ])
 def test_scaled_decode_stays_within_the_tolerance_of_the_full_decode(tmp_path, height, width, size, reduced):
     path = tmp_path / "photo.jpg"

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from dlcvkit.cli import main
 from dlcvkit.config import load_recipe, write_recipe
 from dlcvkit.data.synth import synth_cls, synth_seg
-from dlcvkit.engine.weights import read_state_dict, save_weights
+from dlcvkit.engine.weights import non_finite_key, read_state_dict, save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.backbones import create_backbone
 from dlcvkit.models.segmenters import build_segmenter
@@ -161,6 +161,18 @@ def test_read_and_save_refuse_non_finite_floats_but_not_integer_buffers(tmp_path
     torch.save({"state_dict": {"b": torch.zeros(2), "w": torch.tensor([float("nan")])}}, tmp_path / "bad.pth")
     with pytest.raises(DlcvkitError, match=re.escape(f"weights file {tmp_path / 'bad.pth'}") + r".* \(first in 'w'\)"):
         read_state_dict(tmp_path / "bad.pth")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_the_finite_check_is_exact_where_a_sum_overflows_or_cancels(dtype):
+    big = torch.finfo(dtype).max
+    overflowing = {"a": torch.zeros(2, dtype=dtype), "huge": torch.full((4,), big, dtype=dtype)}  # sum: inf
+    assert non_finite_key(overflowing) is None  # finite values whose sum overflows pass
+    cancelling = {"ok": torch.full((4,), big, dtype=dtype),
+                  "w": torch.tensor([float("inf"), -float("inf"), 1.0], dtype=dtype)}  # sum: nan
+    assert non_finite_key(cancelling) == "w"
+    assert non_finite_key({"i": torch.arange(3), "n": torch.tensor([0.0, float("nan")], dtype=dtype)}) == "n"
+    assert non_finite_key({"i": torch.arange(3)}) is None
 
 
 # --- 5. damaged checkpoints -----------------------------------------------------------------------------------
