@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcvkit.data.cache import PLAIN
 from dlcvkit.data.datasets import FileDataset
 from dlcvkit.errors import DlcvkitError
 
@@ -43,8 +44,9 @@ class LabelSubset(FileDataset):
 
     def __init__(self, dataset: FileDataset, indices: Sequence[int]) -> None:
         self.dataset, self.indices = dataset, list(indices)
-        self.names = [dataset.names[i] for i in self.indices]
-        self.labels = [dataset.labels[i] for i in self.indices]
+        for attr in PLAIN.values():  # names, labels, ids: what a sample's plain values are read from
+            if (values := getattr(dataset, attr, None)) is not None:
+                setattr(self, attr, [values[i] for i in self.indices])
 
     def __len__(self) -> int:
         return len(self.indices)

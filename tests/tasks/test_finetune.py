@@ -190,6 +190,20 @@ def test_label_fraction_trains_a_and_c_on_one_balanced_subset(files, capsys):
     assert 'label_fraction = 0.25' in (out / "C" / "recipe.toml").read_text()
 
 
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_label_fraction_with_the_cache_trains_exactly_as_without(files, capsys, tmp_path, cache):
+    args = ["finetune", "-r", files / "recipe.toml", "--data", files / "office", "--label-fraction", 0.25,
+            "--max-steps", 2, "--set", "train.eval_every=0"]
+    for name, extra in (("plain", []), ("cached", ["--set", f"data.cache={cache!r}",
+                                                   "--set", f"data.cache_dir={str(tmp_path / 'cache')!r}"])):
+        code, _, err = dlcvkit_here(capsys, *args, *extra, "--out", tmp_path / name)
+        assert code in (0, None), err
+    listed = (tmp_path / "plain" / "labels_subset.txt").read_text()
+    assert listed == (tmp_path / "cached" / "labels_subset.txt").read_text()
+    plain, cached = (load_file(tmp_path / name / "model.safetensors") for name in ("plain", "cached"))
+    assert plain.keys() == cached.keys() and all(torch.equal(plain[k], cached[k]) for k in plain)
+
+
 def test_label_fraction_file_is_the_runs_own(files, capsys, tmp_path):
     args = ["finetune", "-r", files / "recipe.toml", "--data", files / "office", "--max-steps", 1, "--out", tmp_path]
     assert dlcvkit_here(capsys, *args, "--label-fraction", 0.5)[0] in (0, None)
