@@ -3,7 +3,7 @@
 pass and argmax alone on the same images already on the device (the end to end's speed-up against it says how
 much of the forward pass's rate the data path keeps), and (fp32, with the `[onnx]` extra) the command with
 `--onnx` end to end on the model's ONNX export; for a run folder holding an untrained model of the chosen
-architecture (the speed does not depend on the weights).
+architecture (the speed does not depend on the weights). The contenders' repeats alternate (`measure_interleaved`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
-from dlcvkit.bench.timing import measure, record
+from dlcvkit.bench.timing import measure_interleaved, record
 from dlcvkit.config import Recipe, write_recipe
 from dlcvkit.data.datasets import SatellitePairs, UnlabeledFolder
 from dlcvkit.data.synth import synth_cls, synth_seg
@@ -92,17 +92,13 @@ def bench_infer(segmenter: str, backbone: str, *, images: int, img_size: int, ba
 
     case = f"{task} {model_name} {img_size}px b{batch} {precision}"
     params = {"task": task, "model": model_name, "img_size": img_size, "batch": batch, "precision": precision}
-    records = [record(BENCH, case, "dlcvkit", measure(predict, items=images, repeats=repeats, warmup=warmup,
-                                                       device=device), **params, workers=workers)]
-    records.append(record(BENCH, case, "forward", measure(_forward_alone(run_dir, image_dir, task, batch, precision,
-                                                                         device),
-                                                          items=images, repeats=repeats, warmup=warmup,
-                                                          device=device), **params))
+    contenders = {"dlcvkit": predict, "forward": _forward_alone(run_dir, image_dir, task, batch, precision, device)}
     if precision == "fp32" and all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript")):
         export_onnx(run_dir, work / "model.onnx")
-        timing = measure(lambda: predict(work / "model.onnx"), items=images, repeats=repeats, warmup=warmup,
-                         device=torch.device("cpu"))
-        records.append(record(BENCH, case, "onnxruntime", timing, **params, workers=workers))
+        contenders["onnxruntime"] = lambda: predict(work / "model.onnx")
+    timings = measure_interleaved(contenders, items=images, repeats=repeats, warmup=warmup, device=device)
+    records = [record(BENCH, case, name, timing, **params, **({} if name == "forward" else {"workers": workers}))
+               for name, timing in timings.items()]
     shutil.rmtree(work, ignore_errors=True)
     return records
 

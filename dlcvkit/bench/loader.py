@@ -13,7 +13,8 @@ Contenders (the speed-ups are against `dlcvkit decode`):
 - `dlcvkit decode`: `read_image` + `resize_image` per sample (how the datasets read before the scaled decode);
 - `dlcvkit scaled decode`: the datasets as they read now (`read_resized`: a reduced DCT scale where a JPEG is
   at least twice the size; P2 at 512 px reads at full scale, as before);
-- `dlcvkit cache (warm)`: the same dataset behind the disk cache, filled before the timing (not timed).
+- `dlcvkit cache (warm)`: the same dataset behind the disk cache, filled before the timing (not timed); read in
+  the main process whatever the number of workers asked, as the engine's loaders read it (`loader_workers`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dlcvkit.data.cache import cache_splits
 from dlcvkit.data.datasets import MASK_SUFFIX, SAT_SUFFIX, ImageFolderDataset, SatellitePairs
 from dlcvkit.data.images import read_image, resize_image, write_image
 from dlcvkit.data.synth import synth_seg
+from dlcvkit.engine.loaders import loader_workers
 
 BENCH = "loader"
 REFERENCE = "dlcvkit decode"
@@ -149,8 +151,8 @@ def bench_loader(cases: dict[str, dict], cache: Path, *, workers: list[int], rep
         for count in workers:
             label = f"{case} {source} -> {spec['size']} px, {count} workers"
             for contender, dataset in datasets.items():
-                loader = DataLoader(dataset, batch_size=spec["batch"], num_workers=count,
-                                    persistent_workers=count > 0)
+                used = loader_workers(dataset, count)  # the engine's rule: a warm cache is read in-process
+                loader = DataLoader(dataset, batch_size=spec["batch"], num_workers=used, persistent_workers=used > 0)
                 timing = measure(partial(_drain, loader), items=len(dataset), repeats=repeats, warmup=warmup,
                                  device=torch.device("cpu"))
                 records.append(record(BENCH, label, contender, timing, workers=count, **params))

@@ -62,6 +62,22 @@ def measure(fn: Callable[[], object], *, items: int, repeats: int, warmup: int, 
     return Timing(seconds, items)
 
 
+def measure_interleaved(fns: dict[str, Callable[[], object]], *, items: int, repeats: int, warmup: int,
+                        device: torch.device) -> dict[str, Timing]:
+    """`measure` for contenders compared as a ratio: their repeats alternate (A B A B ...), so that a drift of
+    the machine's speed during the benchmark (other jobs, CPU frequency) reaches all of them alike."""
+    if repeats < 1:
+        raise DlcvkitError(f"--repeats must be at least 1, got {repeats}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            seconds[name] += measure(fn, items=items, repeats=1, warmup=0, device=device).seconds
+    return {name: Timing(times, items) for name, times in seconds.items()}
+
+
 def record(bench: str, case: str, contender: str, timing: Timing | None, **params) -> dict:
     """One measurement as a JSON-ready dict (`timing` None: the contender could not run; `error` says why)."""
     out = {"bench": bench, "case": case, "contender": contender}

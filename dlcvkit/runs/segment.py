@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from dlcvkit.config import Recipe
 from dlcvkit.data.cache import cached_for_inference
 from dlcvkit.data.datasets import SatellitePairs, describe_skipped, drop_unreadable, incomplete_output
 from dlcvkit.data.masks import NUM_CLASSES, write_mask
@@ -16,7 +17,7 @@ from dlcvkit.engine.metrics import Confusion
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.outputs import check_output_dir
 from dlcvkit.runs.export import onnx_run
-from dlcvkit.runs.load import eval_data, load_run, run_recipe
+from dlcvkit.runs.load import eval_data, load_run, run_recipe, run_weights
 from dlcvkit.runs.slide import check_tiling, slide_masks
 from dlcvkit.runs.writer import BackgroundWriter
 from dlcvkit.tasks.segment import predict_masks, red_class
@@ -25,9 +26,14 @@ from dlcvkit.tasks.segment import predict_masks, red_class
 def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device | str = "cpu"):
     """(recipe, model in eval mode on `device`) of a finished segmentation run, needing nothing but its folder."""
     recipe, _, model = load_run(run_dir, weights, device)
+    return _segment(recipe, run_dir), model
+
+
+def _segment(recipe: Recipe, run_dir: Path) -> Recipe:
+    """`recipe`, checked to be a segmentation run's."""
     if recipe.task != "segment":
         raise DlcvkitError(f"--run {run_dir} is a '{recipe.task}' run, not a segmentation run")
-    return recipe, model
+    return recipe
 
 
 def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, batch_size: int, num_workers: int,
@@ -37,12 +43,13 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
     decode are left out (the skipped files, of all samples); masks are in `mask_format` (default: the run's);
     `cache`: the decoded-image cache (dlcvkit.data.cache). `run_dir` may also be a model file from
     `dlcvkit export`, run by onnxruntime on the CPU."""
+    model = None
     if Path(run_dir).is_file():
         recipe, model = onnx_run(run_dir, "segment")
-        accelerator = make_accelerator(recipe.train)
     else:
-        accelerator = make_accelerator(run_recipe(run_dir).train)
-        recipe, model = load_segment_run(run_dir, weights, accelerator.device)
+        recipe = _segment(run_recipe(run_dir), run_dir)
+        run_weights(run_dir, weights)  # a missing weights file is reported before any data is read
+    accelerator = make_accelerator(recipe.train)
     red = red_class(recipe.data.red_as) if red_as is None else red_as
     dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red,
                              mask_format=mask_format or recipe.data.mask_format)
@@ -52,7 +59,10 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
     sizes = dataset.check(data.num_workers)  # stacked in batches of one size
     dataset = cached_for_inference(dataset, str(folder), cache, recipe.data.cache_dir, data.num_workers,
                                    accelerator)
-    batches = device_batches(make_eval_loader(dataset, data, accelerator, sizes), accelerator.device)
+    # the workers start decoding the first batches now, while the model loads
+    batches = device_batches(iter(make_eval_loader(dataset, data, accelerator, sizes)), accelerator.device)
+    if model is None:
+        recipe, model = load_segment_run(run_dir, weights, accelerator.device)
     return accelerator, recipe, model, batches, skipped, total
 
 

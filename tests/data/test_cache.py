@@ -13,15 +13,19 @@ import sys
 import numpy as np
 import pytest
 import torch
+from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from dlcvkit.config import DataConfig
 from dlcvkit.data import cache as cache_module
 from dlcvkit.data.cache import SUFFIX, cache_key, cache_splits, default_cache_dir
 from dlcvkit.data.datasets import P1Folder, SatellitePairs
 from dlcvkit.data.images import write_image
 from dlcvkit.data.synth import render_object, synth_cls, synth_seg
+from dlcvkit.engine.loaders import make_eval_loader, make_train_loader
+from dlcvkit.engine.sampling import TrainBatches
 from dlcvkit.errors import DlcvkitError
 from tests.cli_runner import dlcvkit, dlcvkit_here
 
@@ -90,6 +94,19 @@ def test_cached_samples_and_batches_are_the_decoded_ones_bit_for_bit(data, tmp_p
     loaders = [DataLoader(d, batch_size=3, num_workers=2) for d in (dataset, cached)]
     for plain, from_cache in zip(*loaders, strict=True):
         assert _same_samples(plain, from_cache)
+
+
+def test_the_engine_reads_a_cache_in_process_and_decodes_in_workers_otherwise(data, tmp_path, fresh_accelerate):
+    dataset = SatellitePairs(data / "seg", size=32)
+    (cached,), _ = cache_splits({"data": dataset}, "disk", tmp_path)
+    sampler = TrainBatches(len(dataset), 3, 0, 1, seed=0)
+    config = DataConfig(batch_size=3, num_workers=2)
+    accelerator = Accelerator(cpu=True)
+    trains = [make_train_loader(d, sampler, 2, torch.device("cpu")) for d in (dataset, cached)]
+    evals = [make_eval_loader(d, config, accelerator) for d in (dataset, cached)]
+    assert [loader.num_workers for loader in trains + evals] == [2, 0, 2, 0]
+    pairs = [*zip(*trains, strict=True), *zip(*evals, strict=True)]  # 4 samples: 1 full training batch, 2 eval
+    assert len(pairs) == 3 and all(_same_samples(plain, from_cache) for plain, from_cache in pairs)
 
 
 # --------------------------------------------------------------------------------------- reuse, invalidation
