@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dlcvkit.augment.byol import blur_kernel, byol_views
 from dlcvkit.augment.common import to_unit
-from dlcvkit.bench.timing import ResultMismatch, measure, record
+from dlcvkit.bench.timing import ResultMismatch, measure, measure_interleaved, record
 
 BENCH = "augment"
 OPTIONAL = ("kornia_compiled", "kornia_jitter_compiled", "kornia_device_rng")  # may fail: recorded with the error
@@ -82,23 +82,28 @@ def bench_augment(
             case = f"{size}px b{batch}"
             items = batch * batches_per_repeat
             params = {"img_size": size, "batch": batch, "workers": workers}
+            fns, firsts = {}, {}
+            torch._dynamo.reset()  # every case pays its own compiles (in its contenders' first calls), as a run would
             for contender in contenders:
-                if contender == "torchvision":
-                    fn = _torchvision_fn(images, size, device, workers, batches_per_repeat)
-                else:
-                    fn = _kornia_fn(images, size, device, batches_per_repeat, compiled=contender == "kornia_compiled",
-                                    rng_on_device=contender == "kornia_device_rng",
-                                    jitter_compiled=contender == "kornia_jitter_compiled")
                 try:
-                    first = measure(fn, items=items, repeats=1, warmup=0, device=device)  # compiles, if it does
-                    timing = measure(fn, items=items, repeats=repeats, warmup=max(warmup - 1, 0), device=device)
-                    records.append(record(BENCH, case, contender, timing, **params,
-                                          first_call_ms=1e3 * first.median))
+                    if contender == "torchvision":
+                        fn = _torchvision_fn(images, size, device, workers, batches_per_repeat)
+                    else:
+                        fn = _kornia_fn(images, size, device, batches_per_repeat,
+                                        compiled=contender == "kornia_compiled",
+                                        rng_on_device=contender == "kornia_device_rng",
+                                        jitter_compiled=contender == "kornia_jitter_compiled")
+                    firsts[contender] = measure(fn, items=items, repeats=1, warmup=0, device=device)  # compiles
+                    fns[contender] = fn
                 except Exception as e:  # noqa: BLE001 - torch.compile, kornia's device RNG fail in many ways
                     if contender not in OPTIONAL:
                         raise
                     records.append(record(BENCH, case, contender, None, error=f"{type(e).__name__}: {e}"[:300],
                                           **params))
+            timings = measure_interleaved(fns, items=items, repeats=repeats, warmup=max(warmup - 1, 0),
+                                          device=device)
+            records += [record(BENCH, case, name, timing, **params, first_call_ms=1e3 * firsts[name].median)
+                        for name, timing in timings.items()]
     return add_run_speedups(records)
 
 
@@ -122,8 +127,6 @@ def _run_ms(r: dict) -> float:
 
 def _kornia_fn(images: torch.Tensor, size: int, device: torch.device, batches: int, compiled: bool,
                rng_on_device: bool = False, jitter_compiled: bool = False):
-    if compiled or jitter_compiled:
-        torch._dynamo.reset()  # every case pays its own compile (its first call), as a run would
     # as the task keeps it: random parameters drawn on the CPU
     views = byol_views("paper", size, compile=jitter_compiled)
     if rng_on_device:
