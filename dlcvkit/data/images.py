@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -49,11 +50,25 @@ def _reason(error: Exception) -> str:
 def read_image(path: str | os.PathLike, grey: bool = False) -> torch.Tensor:
     """Decode a JPEG or PNG file into a uint8 RGB tensor `3 h w` (grey, palette and RGBA files are converted),
     or with `grey` a `1 h w` one (an 8-bit greyscale file keeps its values: class-index masks)."""
+    return _decode(path, _file_bytes(path), grey)
+
+
+def _file_bytes(path: str | os.PathLike) -> torch.Tensor:
+    """The bytes of an image file (uint8 `n`), read once for its header and its decoding."""
     if not os.path.isfile(path):
         raise DlcvkitError(f"cannot decode image {path}: no such file; check the path or remove it from the list")
     try:
         with _torchvision_io():
-            img = decode_image(read_file(os.fspath(path)), mode=ImageReadMode.GRAY if grey else ImageReadMode.RGB)
+            return read_file(os.fspath(path))
+    except Exception as e:  # torchvision reports every failure as a RuntimeError with a C++ location
+        raise DlcvkitError(f"cannot decode image {path}: {_reason(e)}; remove or replace it") from e
+
+
+def _decode(path: str | os.PathLike, data: torch.Tensor, grey: bool = False) -> torch.Tensor:
+    """`read_image` of the file `path` whose bytes are `data`."""
+    try:
+        with _torchvision_io():
+            img = decode_image(data, mode=ImageReadMode.GRAY if grey else ImageReadMode.RGB)
     except Exception as e:  # torchvision reports every decoding failure as a RuntimeError with a C++ location
         raise DlcvkitError(f"cannot decode image {path}: {_reason(e)}; remove or replace it") from e
     if img.dtype != torch.uint8:  # 16-bit PNG
@@ -115,36 +130,34 @@ def read_resized(path: str | os.PathLike, size: int | tuple[int, int]) -> torch.
     under twice `size` (where no scale fits), take the full decode unchanged.
     """
     hw = _hw(size)
+    data = _file_bytes(path)
     img = None
     if os.fspath(path).lower().endswith((".jpg", ".jpeg")):
-        source = _jpeg_size(path)
+        source = _jpeg_size(memoryview(data.numpy()))
         if source is not None and all(s >= 2 * (t + DRAFT_EXTRA) for s, t in zip(source, hw)):
-            img = _decode_reduced(path, hw)
-    return resize_image(read_image(path) if img is None else img, hw)
+            img = _decode_reduced(memoryview(data.numpy()), hw)
+    return resize_image(_decode(path, data) if img is None else img, hw)
 
 
-def _jpeg_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's frame header, or None where the file is no plain JPEG. Read here rather than
+def _jpeg_size(data: memoryview) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, or None where `data` is no plain JPEG. Read here rather than
     by PIL, which parses every table first: that costs more than decoding a small JPEG in full."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(2) != b"\xff\xd8":
-                return None
-            while len(segment := f.read(4)) == 4 and segment[0] == 0xFF:
-                if segment[1] in _SOF_MARKERS:
-                    frame = f.read(5)  # precision, height, width
-                    return (int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big"))
-                f.seek(int.from_bytes(segment[2:], "big") - 2, os.SEEK_CUR)
-    except OSError:
+    if data[:2] != b"\xff\xd8":
         return None
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        if data[pos + 1] in _SOF_MARKERS:
+            frame = data[pos + 4:pos + 9]  # precision, height, width
+            return (int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")) if len(frame) == 5 else None
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")  # the marker, then the segment with its length
     return None
 
 
-def _decode_reduced(path: str | os.PathLike, hw: tuple[int, int]) -> torch.Tensor | None:
-    """The JPEG at `path` decoded at a reduced DCT scale as uint8 `3 h w`, or None where no reduction applies
-    or PIL cannot do it (the full decode then decides, and reports a bad file in its words)."""
+def _decode_reduced(data: memoryview, hw: tuple[int, int]) -> torch.Tensor | None:
+    """The JPEG `data` decoded at a reduced DCT scale as uint8 `3 h w`, or None where no reduction applies or PIL
+    cannot do it (the full decode then decides, and reports a bad file in its words)."""
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             if img.format != "JPEG" or img.mode not in ("RGB", "L"):  # CMYK & co: torchvision's conversion
                 return None
             full = img.size

@@ -18,6 +18,11 @@ MEAN_TOLERANCE = 0.75
 MAX_TOLERANCE = 6
 
 
+def _bytes(path):
+    """The file's bytes as `read_resized` hands them to the header reader and the reduced decode."""
+    return memoryview(path.read_bytes())
+
+
 def _full(path, size):
     return resize_image(read_image(path), size)
 
@@ -34,7 +39,7 @@ def test_scaled_decode_stays_within_the_tolerance_of_the_full_decode(tmp_path, h
     path = tmp_path / "photo.jpg"
     write_image(path, photo_like(height + width, height, width))
     hw = (size, size) if isinstance(size, int) else size
-    assert tuple(_decode_reduced(path, hw).shape) == (3, *reduced)  # the reduced path is really taken
+    assert tuple(_decode_reduced(_bytes(path), hw).shape) == (3, *reduced)  # the reduced path is really taken
     scaled, full = read_resized(path, size), _full(path, size)
     assert scaled.shape == full.shape == (3, *hw) and scaled.dtype == torch.uint8
     diff = (scaled.float() - full.float()).abs()
@@ -48,8 +53,8 @@ def test_everything_else_is_decoded_exactly_as_before(tmp_path):
     write_image(tmp_path / "disguised.png", image)
     (tmp_path / "disguised.png").rename(tmp_path / "disguised.jpg")  # a PNG named .jpg
     for name, size in (("big.png", 32), ("near.jpg", 120), ("disguised.jpg", 32)):
-        assert _decode_reduced(tmp_path / name, (size, size)) is None
-        assert _jpeg_size(tmp_path / name) == ((200, 300) if name == "near.jpg" else None)
+        assert _decode_reduced(_bytes(tmp_path / name), (size, size)) is None
+        assert _jpeg_size(_bytes(tmp_path / name)) == ((200, 300) if name == "near.jpg" else None)
         assert torch.equal(read_resized(tmp_path / name, size), _full(tmp_path / name, size))
 
 
@@ -60,11 +65,17 @@ def test_the_size_is_read_past_exif_and_from_progressive_jpegs(tmp_path):
     picture.save(tmp_path / "exif.jpg", quality=90, exif=exif)
     picture.save(tmp_path / "progressive.jpg", quality=90, progressive=True)
     for name in ("exif.jpg", "progressive.jpg"):
-        assert _jpeg_size(tmp_path / name) == (300, 500)
+        assert _jpeg_size(_bytes(tmp_path / name)) == (300, 500)
         scaled, full = read_resized(tmp_path / name, 64), _full(tmp_path / name, 64)
         assert not torch.equal(scaled, full)  # the reduced decode ran
         assert (scaled.float() - full.float()).abs().mean() <= MEAN_TOLERANCE
-    assert _jpeg_size(tmp_path / "missing.jpg") is None
+    for cut in (b"", b"\xff\xd8", b"\xff\xd8\xff\xc0\x00\x11\x08\x01"):  # ends before the frame's size
+        assert _jpeg_size(memoryview(cut)) is None
+    with pytest.raises(DlcvkitError) as expected:
+        read_image(tmp_path / "missing.jpg")
+    with pytest.raises(DlcvkitError) as got:
+        read_resized(tmp_path / "missing.jpg", 64)
+    assert str(got.value) == str(expected.value) and "no such file" in str(got.value)
 
 
 def test_a_grey_jpeg_becomes_three_equal_channels(tmp_path):
