@@ -30,10 +30,10 @@ class DataConfig:
     img_size: int = 64  # images are decoded and resized to img_size x img_size in the loader workers
     batch_size: int = 64  # GLOBAL batch per forward pass, split evenly across processes
     eval_batch_size: int = 0  # per-process evaluation batch (0 = batch_size)
-    num_workers: int = 2  # DataLoader workers per process
+    num_workers: int = 2  # DataLoader workers per process (none with data.cache: the main process reads it)
     skip_bad: bool = False  # decode every image once at the start and leave out those that fail (reported)
-    # decode and resize every sample once, then read slices: "memory" (shared by the loader workers) or "disk"
-    # (kept for later runs and shared by the processes of a run; see dlcvkit.data.cache)
+    # decode and resize every sample once (in the loader workers), then read slices: "memory" (shared memory) or
+    # "disk" (kept for later runs and shared by the processes of a run; see dlcvkit.data.cache)
     cache: Literal["none", "memory", "disk"] = "none"
     cache_dir: str = ""  # folder of the disk cache ("" = $XDG_CACHE_HOME/dlcvkit/decoded or ~/.cache/...)
 

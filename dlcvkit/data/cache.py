@@ -9,8 +9,10 @@ It wraps any dataset of `dlcvkit.data.datasets` (fixed-size uint8 tensors plus p
   then replaces the old one. It is written under a temporary name and renamed when complete, so a killed fill
   is never read; in a distributed run the local main process fills it while the others wait, then all map it.
 
-Names, labels and ids stay in the wrapped dataset. A cache that cannot be made (read-only folder, full disk or
-shared memory, samples of different sizes) leaves the data as it is, with one warning: the run goes on, decoding.
+The engine's loaders read a cache in the main process (`engine.loaders.loader_workers`); any DataLoader with
+workers over it shares its pages as above. Names, labels and ids stay in the wrapped dataset. A cache that
+cannot be made (read-only folder, full disk or shared memory, samples of different sizes) leaves the data as it
+is, with one warning: the run goes on, decoding.
 """
 
 from __future__ import annotations
