@@ -133,9 +133,10 @@ def read_resized(path: str | os.PathLike, size: int | tuple[int, int]) -> torch.
     data = _file_bytes(path)
     img = None
     if os.fspath(path).lower().endswith((".jpg", ".jpeg")):
-        source = _jpeg_size(memoryview(data.numpy()))
+        view = memoryview(data.numpy())  # the same bytes, no copy
+        source = _jpeg_size(view)
         if source is not None and all(s >= 2 * (t + DRAFT_EXTRA) for s, t in zip(source, hw)):
-            img = _decode_reduced(memoryview(data.numpy()), hw)
+            img = _decode_reduced(view, hw)
     return resize_image(_decode(path, data) if img is None else img, hw)
 
 
