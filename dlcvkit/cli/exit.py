@@ -36,6 +36,8 @@ def run(app, argv: list[str]) -> None:
     debug = _pop_debug(args)
     in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers live
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    if "dlcvkit.engine.rundir" in sys.modules:  # a run of an earlier command in this process is not this one's
+        sys.modules["dlcvkit.engine.rundir"].ACTIVE_RUN.clear()
     try:
         app(args=args, prog_name="dlcvkit")  # standalone: Typer itself reports usage errors (exit 2)
     except DlcvkitError as e:
@@ -52,7 +54,7 @@ def run(app, argv: list[str]) -> None:
         _exit(130, "interrupted")  # Typer's exit for a Ctrl-C outside training (or a second one during it)
     except _Terminated:
         why = " (a launcher stops every process when one fails: see the first error above)" if _processes()[1] > 1 \
-            else "; the last checkpoint is kept"
+            else _what_is_kept()
         _exit(143, f"stopped by SIGTERM{why}")
     except OSError as e:  # a path that cannot be read or written (permissions, a file where a folder goes, disk full)
         if debug or e.filename is None:
@@ -69,6 +71,19 @@ def run(app, argv: list[str]) -> None:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _what_is_kept() -> str:
+    """What a stopped training run leaves (looked up in its folder), or "" outside training."""
+    rundir = sys.modules.get("dlcvkit.engine.rundir")
+    if rundir is None or not rundir.ACTIVE_RUN:
+        return ""
+    from dlcvkit.engine.checkpoint import kept_checkpoint, latest_checkpoint
+
+    run_dir = rundir.ACTIVE_RUN[0]
+    then = f": continue with --resume {run_dir}" if latest_checkpoint(run_dir) else f" in {run_dir}: start it " \
+        f"again with --out {run_dir}"
+    return f"; {kept_checkpoint(run_dir)}{then}"
 
 
 def _message(error: DlcvkitError) -> str:
