@@ -1,5 +1,6 @@
 """How the command line ends: one line on stderr, naming the process in a multi-process run, and the exit code
-(2 bad input, 130 Ctrl-C, 143 SIGTERM, 1 a lost peer); a process group torn down on the way out."""
+(2 bad input or memory that ran out, 130 Ctrl-C, 143 SIGTERM, 1 a lost peer); a process group torn down on the way
+out."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ def run(app, argv: list[str]) -> None:
         paths = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
         _exit(2, f"error: {paths}: {e.strerror or e}; check the path and its permissions")
     except Exception as e:
+        if not debug and (memory := _out_of_memory(e)):
+            _exit(2, f"error: {memory}")
         if debug or not _lost_peer(e):
             _abort_process_group()
             raise
@@ -97,6 +100,19 @@ def _message(error: DlcvkitError) -> str:
 def _processes() -> tuple[int, int]:
     """(this process's rank, number of processes), from the launcher's environment."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _out_of_memory(error: Exception) -> str:
+    """For an allocation that failed (torch's CUDA or CPU allocator, Python's MemoryError): what ran out and what
+    to lower; else ""."""
+    text = str(error)
+    gpu = type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
+    if not (gpu or isinstance(error, MemoryError) or "DefaultCPUAllocator" in text):
+        return ""
+    size = re.search(r"[Tt]ried to allocate ([\d.]+ ?\w+)", text)
+    tried = f" (an allocation of {size[1]} failed)" if size else ""
+    return (f"out of {'GPU' if gpu else 'CPU'} memory{tried}; lower data.batch_size or data.img_size (--set KEY=VALUE; "
+            "--batch-size of eval and predict, --tile of predict seg); the files written so far are kept")
 
 
 def _lost_peer(error: Exception) -> bool:

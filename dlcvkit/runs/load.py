@@ -11,7 +11,7 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 
-from dlcvkit.config import DataConfig, Recipe, load_recipe
+from dlcvkit.config import RANGES, DataConfig, Recipe, load_recipe
 from dlcvkit.data.datasets import skip_unreadable
 from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
@@ -89,7 +89,11 @@ def _without_pretrained(recipe: Recipe) -> Recipe:
 
 def eval_data(data: DataConfig, batch_size: int = 0, num_workers: int = -1) -> DataConfig:
     """A recipe's data section for inference: `--batch-size` images per process (0 = the recipe's evaluation
-    batch, else its batch) and `--workers` (-1 = the recipe's)."""
+    batch, else its batch) and `--workers` (-1 = the recipe's), each within the bounds of the recipe key it sets."""
+    for option, value, low, key in (("--batch-size", batch_size, 0, "data.eval_batch_size"),
+                                    ("--workers", num_workers, -1, "data.num_workers")):
+        if not low <= value <= RANGES[key][1]:
+            raise DlcvkitError(f"{option} {value}: must be between {low} and {RANGES[key][1]} (as {key})")
     return replace(data, eval_batch_size=batch_size or data.eval_batch_size or data.batch_size,
                    num_workers=data.num_workers if num_workers < 0 else num_workers)
 
