@@ -115,10 +115,12 @@ def load_recipe(path: str | Path, cls: type[R], overrides: list[str] = ()) -> R:
         raise DlcvkitError(f"recipe {path} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
+    expected = cls().task
+    if expected and raw.get("task", expected) != expected:  # before its keys are read: theirs are another task's
+        raise DlcvkitError(f"recipe {path} is for task '{raw['task']}', not '{expected}'")
     recipe = from_dict(cls, raw, where=str(path))
     for item in overrides:
         apply_override(recipe, item)
-    expected = cls().task
     if expected and recipe.task != expected:
         raise DlcvkitError(f"recipe {path} is for task '{recipe.task}', not '{expected}'")
     check_ranges(recipe, f"{path} with --set" if overrides else str(path))

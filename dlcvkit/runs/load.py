@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,24 +14,42 @@ from dlcvkit.config import RANGES, DataConfig, Recipe, load_recipe
 from dlcvkit.data.datasets import skip_unreadable
 from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.tasks.registry import task_classes
+from dlcvkit.tasks.registry import recorded_task, task_classes
 
 
 def run_recipe(run_dir: Path) -> Recipe:
     """The resolved recipe a run folder was trained with."""
-    path = Path(run_dir) / "recipe.toml"
-    if not path.is_file():
-        raise DlcvkitError(f"--run {run_dir}: not a dlcvkit run folder (no recipe.toml)")
-    try:
-        name = tomllib.loads(path.read_text()).get("task", "")
-    except tomllib.TOMLDecodeError as e:
-        raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
-    return load_recipe(path, task_classes(name)[0])
+    return load_recipe(Path(run_dir) / "recipe.toml", task_classes(recorded_task(run_dir, "--run"))[0])
 
 
-def data_or_validation(run_dir: Path, data: Path | None) -> tuple[Path, str]:
+CLASSIFIERS = ("classify", "finetune")  # the tasks whose model is an image classifier
+# what a finished run of each task is used with: where a message about a run of the wrong task points to
+USED_BY = {
+    "classify": "`dlcvkit eval cls`, `predict cls`, `tsne` and `export`",
+    "finetune": "`dlcvkit eval cls`, `predict cls`, `tsne` and `export`",
+    "segment": "`dlcvkit eval seg`, `predict seg`, `export` and `sam --refine-run`",
+    "byol": "its backbone.safetensors: `dlcvkit eval probe --backbone` and `dlcvkit finetune --backbone`",
+}
+
+
+def check_run_kind(run_dir: Path, kinds: tuple[str, ...]) -> None:
+    """Refuse `--run RUN_DIR` unless one of the tasks `kinds` made it, saying what it is and what takes it."""
+    kind = recorded_task(run_dir, "--run")
+    if kind not in kinds:
+        raise wrong_kind(run_dir, kind, kinds)
+
+
+def wrong_kind(run_dir: Path, kind: str, kinds: tuple[str, ...]) -> DlcvkitError:
+    """The error for `--run RUN_DIR`, a run of task `kind` where one of `kinds` is needed."""
+    task_classes(kind)  # a task that does not exist is named as such
+    return DlcvkitError(f"--run {run_dir} is a {kind} run (made by `dlcvkit {kind}`), not a {' or '.join(kinds)} run; "
+                        f"a {kind} run is used by {USED_BY[kind]}")
+
+
+def data_or_validation(run_dir: Path, data: Path | None, kinds: tuple[str, ...]) -> tuple[Path, str]:
     """(`data`, "") if given, else (the validation data the run's recipe names, a note saying so): a command
-    given --run alone evaluates on the data the run was validated on."""
+    given --run alone evaluates on the data the run was validated on. The run must be one of task `kinds`."""
+    check_run_kind(run_dir, kinds)
     if data is not None:
         return data, ""
     val = run_recipe(run_dir).data.val
