@@ -42,7 +42,8 @@ def check_run_kind(run_dir: Path, kinds: tuple[str, ...]) -> None:
 def wrong_kind(run_dir: Path, kind: str, kinds: tuple[str, ...]) -> DlcvkitError:
     """The error for `--run RUN_DIR`, a run of task `kind` where one of `kinds` is needed."""
     task_classes(kind)  # a task that does not exist is named as such
-    return DlcvkitError(f"--run {run_dir} is a {kind} run (made by `dlcvkit {kind}`), not a {' or '.join(kinds)} run; "
+    wanted = " or ".join(kinds) if len(kinds) < 3 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
+    return DlcvkitError(f"--run {run_dir} is a {kind} run (made by `dlcvkit {kind}`), not a {wanted} run; "
                         f"a {kind} run is used by {USED_BY[kind]}")
 
 
