@@ -81,9 +81,9 @@ def _check_mlflow(run_dir: Path) -> None:
         with _environment(MLFLOW_HTTP_REQUEST_TIMEOUT=str(max(1, round(seconds))), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any failure of the store (scheme, network, auth) stops the run here
-        if scheme in ("http", "https"):
-            raise DlcvkitError(f"{where}: no MLflow server answered within {seconds:g} s ({_network_reason(e)}); "
-                               f"start the server or fix the URI, or {advice}") from None
+        if scheme in ("http", "https") and (reason := _network_reason(e)):
+            raise DlcvkitError(f"{where}: no MLflow server answered within {seconds:g} s ({reason}); start the "
+                               f"server or fix the URI, or {advice}") from None
         supported = re.search(r"Supported URI schemes are: \[([^\]]*)\]", str(e))
         reason = (f"scheme '{scheme}' is not one it supports here: " + ", ".join(re.findall(r"'(\w[\w-]*)'",
                   supported.group(1))) if supported else _first_line(e))
@@ -123,7 +123,7 @@ def _check_wandb(run_dir: Path) -> None:
         socket.create_connection((parsed.hostname, port), timeout=seconds).close()
     except (OSError, ValueError) as e:
         raise DlcvkitError(f"train.trackers: W&B is online (WANDB_MODE={mode}) and its server {url} did not answer "
-                           f"within {seconds:g} s ({_network_reason(e)}); set WANDB_MODE=offline to log into "
+                           f"within {seconds:g} s ({_network_reason(e) or _first_line(e)}); set WANDB_MODE=offline to log into "
                            "RUN_DIR/wandb (`wandb sync` uploads it later), or check the network") from None
 
 
@@ -156,8 +156,9 @@ NETWORK_REASONS = (("refused", "connection refused"), ("timed out", "no answer")
 
 
 def _network_reason(error: Exception) -> str:
+    """Why a request got no answer, or "" where it got one (an error of the server: authentication, ...)."""
     text = str(error)
-    return next((reason for marker, reason in NETWORK_REASONS if marker in text), _first_line(error))
+    return next((reason for marker, reason in NETWORK_REASONS if marker in text), "")
 
 
 def _mlflow_version() -> str:

@@ -152,3 +152,36 @@ def test_a_bad_tracker_timeout_is_named(monkeypatch):
     monkeypatch.setenv("DLCVKIT_TRACKER_TIMEOUT", "soon")
     with pytest.raises(DlcvkitError, match=r"^DLCVKIT_TRACKER_TIMEOUT='soon': expected a number of seconds > 0"):
         tracker_timeout()
+
+
+def test_an_mlflow_server_that_answers_with_an_error_is_named_with_its_answer(tmp_path, monkeypatch):
+    """A loopback server that answers every request with 401: the check says what it answered, not that it is down."""
+    pytest.importorskip("mlflow")
+    import http.server
+    import threading
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(401)
+            self.end_headers()
+            self.wfile.write(b"credentials required")
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_port}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("DLCVKIT_TRACKER_TIMEOUT", "2")
+        with pytest.raises(DlcvkitError) as error:
+            make_trackers(TrainConfig(trackers=["mlflow"], tensorboard=False), tmp_path / "run")
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert str(error.value).startswith(f"MLFLOW_TRACKING_URI={uri}: MLflow cannot use this tracking store (")
+    assert "401" in str(error.value) and str(error.value).endswith(ADVICE)
