@@ -115,26 +115,38 @@ def load_recipe(path: str | Path, cls: type[R], overrides: list[str] = ()) -> R:
         raise DlcvkitError(f"recipe {path} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
+    expected = cls().task
+    if expected and raw.get("task", expected) != expected:  # before its keys are read: theirs are another task's
+        raise DlcvkitError(f"recipe {path} is for task '{raw['task']}', not '{expected}'")
     recipe = from_dict(cls, raw, where=str(path))
     for item in overrides:
         apply_override(recipe, item)
-    expected = cls().task
     if expected and recipe.task != expected:
         raise DlcvkitError(f"recipe {path} is for task '{recipe.task}', not '{expected}'")
     check_ranges(recipe, f"{path} with --set" if overrides else str(path))
     return recipe
 
 
-# Bounds (inclusive; None = open) of the shared keys whose type alone does not make them valid.
+# Bounds (inclusive; None = open) of the keys whose type alone does not make them valid; a task's keys apply to
+# the recipes that have them, a list's bounds to each of its items. The upper bounds of the values that size
+# memory (images, batches, workers, widths) are far above any real run: past them a run would only end in an
+# allocator's error after its folder was made.
 RANGES = {
-    "data.img_size": (1, None), "data.batch_size": (1, None), "data.eval_batch_size": (0, None),
-    "data.num_workers": (0, None),
+    "data.img_size": (1, 8192), "data.batch_size": (1, 65536), "data.eval_batch_size": (0, 65536),
+    "data.num_workers": (0, 256),
     "optim.lr": (0, None), "optim.weight_decay": (0, None),
     "schedule.warmup_steps": (0, None), "schedule.warmup_epochs": (0, None), "schedule.min_lr_ratio": (0, 1),
     "train.epochs": (1, None), "train.grad_accum": (1, None), "train.clip_grad_norm": (0, None),
     "train.model_ema": (0, 1), "train.log_every": (1, None), "train.eval_every": (0, None),
     "train.ckpt_every": (0, None), "train.keep_last": (1, None), "train.progress_seconds": (0, None),
     "train.threads": (0, None),
+    # classify / finetune
+    "model.num_classes": (0, 1_000_000), "model.head": (1, 65536), "model.grid": (1, 64),
+    "model.input_size": (1, 8192),
+    # byol
+    "model.projection_hidden": (1, 65536), "model.projection_dim": (1, 65536), "model.prediction_hidden": (1, 65536),
+    # segment
+    "model.fcn_width": (1, 65536),
 }
 
 
@@ -142,10 +154,12 @@ def check_ranges(recipe: Recipe, where: str) -> None:
     """Raise a DlcvkitError naming the first key of RANGES whose value is outside its bounds (or NaN)."""
     for key, (low, high) in RANGES.items():
         section, name = key.split(".")
-        value = getattr(getattr(recipe, section), name)
-        if not ((low is None or value >= low) and (high is None or value <= high)):
-            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise DlcvkitError(f"{where}: recipe key '{key}' must be {bounds}, got {value!r}")
+        value = getattr(getattr(recipe, section, None), name, None)
+        for index, item in enumerate(value if isinstance(value, list) else [value] if value is not None else []):
+            if not ((low is None or item >= low) and (high is None or item <= high)):
+                bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+                shown = f"{key}[{index}]" if isinstance(value, list) else key
+                raise DlcvkitError(f"{where}: recipe key '{shown}' must be {bounds}, got {item!r}")
 
 
 def from_dict(cls: type, raw: dict, where: str, prefix: str = "") -> Any:

@@ -44,9 +44,9 @@ def eval_cls(
     """
     from dlcvkit.outputs import check_output_file
     from dlcvkit.runs.classify import evaluate_runs
-    from dlcvkit.runs.load import data_or_validation
+    from dlcvkit.runs.load import CLASSIFIERS, data_or_validation
 
-    data, note = data_or_validation(run[0], data)
+    data, note = data_or_validation(run[0], data, CLASSIFIERS)
 
     for option, path in (("--json", json_out), ("--confusion", confusion)):
         if path is not None:

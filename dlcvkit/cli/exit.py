@@ -1,5 +1,6 @@
 """How the command line ends: one line on stderr, naming the process in a multi-process run, and the exit code
-(2 bad input, 130 Ctrl-C, 143 SIGTERM, 1 a lost peer); a process group torn down on the way out."""
+(2 bad input or memory that ran out, 130 Ctrl-C, 143 SIGTERM, 1 a lost peer); a process group torn down on the way
+out."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def run(app, argv: list[str]) -> None:
     debug = _pop_debug(args)
     in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers live
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    if "dlcvkit.engine.rundir" in sys.modules:  # a run of an earlier command in this process is not this one's
+        sys.modules["dlcvkit.engine.rundir"].ACTIVE_RUN.clear()
     try:
         app(args=args, prog_name="dlcvkit")  # standalone: Typer itself reports usage errors (exit 2)
     except DlcvkitError as e:
@@ -52,7 +55,7 @@ def run(app, argv: list[str]) -> None:
         _exit(130, "interrupted")  # Typer's exit for a Ctrl-C outside training (or a second one during it)
     except _Terminated:
         why = " (a launcher stops every process when one fails: see the first error above)" if _processes()[1] > 1 \
-            else "; the last checkpoint is kept"
+            else _what_is_kept()
         _exit(143, f"stopped by SIGTERM{why}")
     except OSError as e:  # a path that cannot be read or written (permissions, a file where a folder goes, disk full)
         if debug or e.filename is None:
@@ -61,6 +64,8 @@ def run(app, argv: list[str]) -> None:
         paths = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
         _exit(2, f"error: {paths}: {e.strerror or e}; check the path and its permissions")
     except Exception as e:
+        if not debug and (memory := _out_of_memory(e)):
+            _exit(2, f"error: {memory}")
         if debug or not _lost_peer(e):
             _abort_process_group()
             raise
@@ -69,6 +74,19 @@ def run(app, argv: list[str]) -> None:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _what_is_kept() -> str:
+    """What a stopped training run leaves (looked up in its folder), or "" outside training."""
+    rundir = sys.modules.get("dlcvkit.engine.rundir")
+    if rundir is None or not rundir.ACTIVE_RUN:
+        return ""
+    from dlcvkit.engine.checkpoint import kept_checkpoint, latest_checkpoint
+
+    run_dir = rundir.ACTIVE_RUN[0]
+    then = f": continue with --resume {run_dir}" if latest_checkpoint(run_dir) else f" in {run_dir}: start it " \
+        f"again with --out {run_dir}"
+    return f"; {kept_checkpoint(run_dir)}{then}"
 
 
 def _message(error: DlcvkitError) -> str:
@@ -82,6 +100,19 @@ def _message(error: DlcvkitError) -> str:
 def _processes() -> tuple[int, int]:
     """(this process's rank, number of processes), from the launcher's environment."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _out_of_memory(error: Exception) -> str:
+    """For an allocation that failed (torch's CUDA or CPU allocator, Python's MemoryError): what ran out and what
+    to lower; else ""."""
+    text = str(error)
+    gpu = type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
+    if not (gpu or isinstance(error, MemoryError) or "DefaultCPUAllocator" in text):
+        return ""
+    size = re.search(r"[Tt]ried to allocate ([\d.]+ ?\w+)", text)
+    tried = f" (an allocation of {size[1]} failed)" if size else ""
+    return (f"out of {'GPU' if gpu else 'CPU'} memory{tried}; lower data.batch_size or data.img_size (--set KEY=VALUE; "
+            "--batch-size of eval and predict, --tile of predict seg); the files written so far are kept")
 
 
 def _lost_peer(error: Exception) -> bool:

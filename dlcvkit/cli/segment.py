@@ -96,7 +96,7 @@ def eval_seg(
     else:
         if run is None:
             raise DlcvkitError("eval seg: --data goes with --run RUN_DIR")
-        data, note = data_or_validation(run, data)
+        data, note = data_or_validation(run, data, ("segment",))
         matrix, main = evaluate_run(run, data, red_as=red_as, tta=tta, skip_bad=skip_bad,
                                     mask_format=mask_format_value(mask_format), **inference(options))
         notes = [note] if note else []

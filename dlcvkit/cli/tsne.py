@@ -44,10 +44,10 @@ def tsne(
     Example: dlcvkit tsne --run runs/ft_C --data office/val --out tsne.png
     """
     from dlcvkit.outputs import check_output_file
-    from dlcvkit.runs.load import data_or_validation
+    from dlcvkit.runs.load import CLASSIFIERS, data_or_validation
     from dlcvkit.runs.tsne import plot_run_features
 
-    data, note = data_or_validation(run, data)
+    data, note = data_or_validation(run, data, CLASSIFIERS)
     if note:
         typer.echo(f"dlcvkit: note: {note}", err=True)
     check_output_file(out, "--out", overwrite, {"--data": data, "--csv": csv})

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from dlcvkit.data.images import (IMAGE_SUFFIXES, image_header, is_image_file, read_image, read_resized, resize_image,
                                  resize_mask)
-from dlcvkit.data.masks import check_mask_mode, read_mask
+from dlcvkit.data.masks import OPTION, FormatSource, check_mask_mode, read_mask
 from dlcvkit.errors import DlcvkitError
 
 Size = int | tuple[int, int] | None
@@ -290,12 +290,14 @@ class SatellitePairs(FileDataset):
         with_masks: bool = True,
         red_as: int | None = None,
         mask_format: str = "colour",
+        format_source: FormatSource = OPTION,
     ):
         self.root = _folder(root, "satellite image folder")
         self.size = size
         self.with_masks = with_masks
         self.red_as = red_as
         self.mask_format = mask_format
+        self.format_source = format_source  # where mask_format was chosen: what a refused mask's message names
         entries = _visible(self.root)
         sats = {name[: -len(SAT_SUFFIX)] for name in entries if name.endswith(SAT_SUFFIX)}
         masks = {name[: -len(MASK_SUFFIX)] for name in entries if name.endswith(MASK_SUFFIX)}
@@ -314,7 +316,8 @@ class SatellitePairs(FileDataset):
         image = read_image(sat_path)
         sample = {"name": self.names[i]}
         if mask_path:
-            mask = read_mask(mask_path[0], red_as=self.red_as, mask_format=self.mask_format)
+            mask = read_mask(mask_path[0], red_as=self.red_as, mask_format=self.mask_format,
+                             source=self.format_source)
             _check_pair_size(sat_path, (image.shape[2], image.shape[1]), mask_path[0], (mask.shape[1], mask.shape[0]))
             sample["mask"] = mask if self.size is None else resize_mask(mask, self.size)
         sample["image"] = image if self.size is None else resize_image(image, self.size)
@@ -330,7 +333,7 @@ class SatellitePairs(FileDataset):
             return
         for i, ((sat_size, _), (mask_size, mode)) in enumerate(headers):
             sat_path, mask_path = self.files(i)
-            check_mask_mode(mask_path, mode, self.mask_format)
+            check_mask_mode(mask_path, mode, self.mask_format, self.format_source)
             _check_pair_size(sat_path, sat_size, mask_path, mask_size)
 
 

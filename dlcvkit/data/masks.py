@@ -10,6 +10,7 @@ colours they would silently be all Unknown.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -37,7 +38,21 @@ PALETTE = torch.tensor(
 
 MASK_FORMATS = ("colour", "index")  # course colours (RGB, or a palette PNG read by its colours); grey class ids
 _FORMAT_MODES = {"colour": ("RGB", "RGBA", "P"), "index": ("L",)}  # the PIL modes each format reads
-_FORMAT_OPTION = '--mask-format index (recipe: data.mask_format = "index")'
+
+
+class FormatSource(NamedTuple):
+    """Where a mask format was chosen and how the user chooses another: what a message about a mask file in the
+    wrong format names (the option the user passed or could pass, or the recipe key), never an option they lack."""
+
+    origin: str  # e.g. "data.mask_format of --run runs/fcn8s"; "" = --mask-format (or its default, colour)
+    switch: str  # how to choose format {format}
+
+    def describe(self, mask_format: str) -> str:
+        return self.origin or f"--mask-format {mask_format}" + (", the default" if mask_format == "colour" else "")
+
+
+OPTION = FormatSource("", "--mask-format {format}")  # commands with --mask-format: eval seg, viz mask
+RECIPE = FormatSource("data.mask_format of the recipe", "--set data.mask_format={format}")  # training
 
 _RED_CODE = 4
 _NO_CLASS = 255
@@ -99,32 +114,38 @@ def classes_to_rgb(ids: torch.Tensor, *, source: str | os.PathLike = "mask") -> 
     return PALETTE.to(ids.device)[ids.long()].permute(2, 0, 1).contiguous()
 
 
-def check_mask_mode(path: str | os.PathLike, mode: str, mask_format: str = "colour") -> None:
-    """Refuse a mask file whose PIL `mode` (from its header) is not one that `mask_format` reads."""
+def check_mask_mode(path: str | os.PathLike, mode: str, mask_format: str = "colour",
+                    source: FormatSource = OPTION) -> None:
+    """Refuse a mask file whose PIL `mode` (from its header) is not one that `mask_format` (chosen as `source`
+    says) reads."""
     if mask_format not in MASK_FORMATS:
         raise DlcvkitError(f"mask format {mask_format!r} (--mask-format, data.mask_format): use 'colour' or 'index'")
     if mode in _FORMAT_MODES[mask_format]:
         return
+    chosen = f"the mask format is '{mask_format}' ({source.describe(mask_format)})"
     if mask_format == "colour" and mode in _FORMAT_MODES["index"]:
         raise DlcvkitError(
-            f"mask {path} is a {mode} image, not an RGB colour mask; if it holds class ids 0..{NUM_CLASSES - 1} "
-            f"as grey values, pass {_FORMAT_OPTION}, else write it in the course's colours"
+            f"mask {path} is a {mode} image, not an RGB colour mask, and {chosen}; if it holds class ids "
+            f"0..{NUM_CLASSES - 1} as grey values, pass {source.switch.format(format='index')}, else write it in the "
+            "course's colours"
         )
     if mask_format == "index" and mode in _FORMAT_MODES["colour"]:
         raise DlcvkitError(
-            f"mask {path} is a {mode} colour mask, but the mask format is 'index' (grey class ids "
-            f"0..{NUM_CLASSES - 1}); drop --mask-format index (data.mask_format) for colour masks"
+            f"mask {path} is a {mode} colour mask, but {chosen}: grey class ids 0..{NUM_CLASSES - 1}; for colour "
+            f"masks pass {source.switch.format(format='colour')}"
         )
     raise DlcvkitError(
         f"mask {path} is a {mode} image; masks are RGB colour masks in the course's colours, or with "
-        f"{_FORMAT_OPTION} 8-bit greyscale class ids 0..{NUM_CLASSES - 1}"
+        f"{source.switch.format(format='index')} 8-bit greyscale class ids 0..{NUM_CLASSES - 1}"
     )
 
 
-def read_mask(path: str | os.PathLike, red_as: int | None = None, mask_format: str = "colour") -> torch.Tensor:
+def read_mask(path: str | os.PathLike, red_as: int | None = None, mask_format: str = "colour",
+              source: FormatSource = OPTION) -> torch.Tensor:
     """Class ids `h w` (uint8) of the mask file `path`: a colour mask (RGB, or a palette PNG read by its
-    colours) or with `mask_format="index"` an 8-bit greyscale file of class ids; any other file is an error."""
-    check_mask_mode(path, image_header(path)[1], mask_format)
+    colours) or with `mask_format="index"` an 8-bit greyscale file of class ids; any other file is an error
+    (naming the format as `source` chose it)."""
+    check_mask_mode(path, image_header(path)[1], mask_format, source)
     if mask_format == "index":
         return index_to_classes(read_image(path, grey=True), source=path)
     return rgb_to_classes(read_image(path), source=path, red_as=red_as)

@@ -22,6 +22,9 @@ from dlcvkit.engine.checkpoint import latest_checkpoint
 from dlcvkit.errors import DlcvkitError
 
 RUN_MARKER = ".dlcvkit-run"
+# The run folder this process is training into (set once it is checked): what the CLI names when a signal
+# stops the process. A list, so that the CLI can clear it at the start of each command.
+ACTIVE_RUN: list[Path] = []
 REPORT_FILES = ("report.md", "report.html", "curves.png")  # also rewritten by `dlcvkit report RUN_DIR`
 # Everything a run writes into its folder besides the marker (engine, tasks, reports): what a restart removes.
 RUN_FILES = (
@@ -36,6 +39,7 @@ def prepare_run_dir(accelerator: Accelerator, run_dir: Path, *, resume: bool, ov
     """Check RUN_DIR on every process before any of them writes; then, for a new run, the main process creates
     and marks it, or removes an earlier run's files from it (saying so)."""
     note = check_run_dir(run_dir, resume, overwrite)
+    ACTIVE_RUN[:] = [Path(run_dir)]
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and not resume:
         if note:

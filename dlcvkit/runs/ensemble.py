@@ -14,7 +14,7 @@ from dlcvkit.engine.loaders import device_batches, make_eval_loader
 from dlcvkit.engine.metrics import Confusion, accuracy, per_class_accuracy
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.classifier import Classifier
-from dlcvkit.runs.load import load_run
+from dlcvkit.runs.load import CLASSIFIERS, check_run_kind, load_run
 from dlcvkit.tasks.classify import classifier_logits
 
 
@@ -28,12 +28,11 @@ class Member:
 
 
 def load_members(run_dirs: list, weights: str, device: torch.device) -> list[Member]:
-    """The runs' models (any registered task whose model is a Classifier); all must have the same classes."""
+    """The runs' models (of the classifier tasks, CLASSIFIERS); all must have the same classes."""
     members = []
     for run_dir in run_dirs:
+        check_run_kind(run_dir, CLASSIFIERS)
         recipe, _, model = load_run(run_dir, weights, device)
-        if not isinstance(model, Classifier):
-            raise DlcvkitError(f"--run {run_dir}: a '{recipe.task}' run, whose model is not an image classifier")
         members.append(Member(str(run_dir), recipe, model))
     classes = {m.model.head[-1].out_features for m in members}
     if len(classes) > 1:

@@ -26,12 +26,13 @@ from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.classifier import Classifier
 from dlcvkit.outputs import check_output_file
-from dlcvkit.runs.load import load_run, run_weights
+from dlcvkit.runs.load import CLASSIFIERS, check_run_kind, load_run, run_weights, wrong_kind
 from dlcvkit.tasks.registry import task_classes
 
 INPUT, OUTPUT = "pixels", "logits"
 TOLERANCE = 1e-3  # the largest |onnxruntime - PyTorch| accepted on fp32 logits
 TASKS = ("classify", "segment")
+EXPORTED = (*CLASSIFIERS, "segment")  # the tasks whose runs export: classifiers and segmenters
 EXTRA = "pip install 'dlcvkit[onnx]'"
 
 
@@ -54,6 +55,7 @@ def export_onnx(run_dir: Path, out: Path, weights: str = "best", overwrite: bool
     if out.is_dir():
         raise DlcvkitError(f"--out {out} is a folder; give the file to write, e.g. {out / 'model.onnx'}")
     check_output_file(out, "--out", overwrite, {"--run": run_dir})
+    check_run_kind(run_dir, EXPORTED)
     recipe, model, weights_file = load_model(Path(run_dir), weights)
     task, classes = _kind(recipe, model, run_dir)
     net = PixelInput(model).eval()
@@ -95,9 +97,7 @@ def _kind(recipe: Recipe, model: nn.Module, run_dir: Path) -> tuple[str, int]:
         return "classify", model.head[-1].out_features
     if recipe.task == "segment":
         return "segment", NUM_CLASSES
-    raise DlcvkitError(
-        f"--run {run_dir} is a '{recipe.task}' run; export takes classifiers (classify, finetune) and segmenters"
-    )
+    raise wrong_kind(run_dir, recipe.task, EXPORTED)
 
 
 def sample_inputs(task: str, img_size: int) -> list[torch.Tensor]:

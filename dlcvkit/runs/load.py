@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,28 +10,47 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 
-from dlcvkit.config import DataConfig, Recipe, load_recipe
+from dlcvkit.config import RANGES, DataConfig, Recipe, load_recipe
 from dlcvkit.data.datasets import skip_unreadable
 from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.tasks.registry import task_classes
+from dlcvkit.tasks.registry import recorded_task, task_classes
 
 
 def run_recipe(run_dir: Path) -> Recipe:
     """The resolved recipe a run folder was trained with."""
-    path = Path(run_dir) / "recipe.toml"
-    if not path.is_file():
-        raise DlcvkitError(f"--run {run_dir}: not a dlcvkit run folder (no recipe.toml)")
-    try:
-        name = tomllib.loads(path.read_text()).get("task", "")
-    except tomllib.TOMLDecodeError as e:
-        raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
-    return load_recipe(path, task_classes(name)[0])
+    return load_recipe(Path(run_dir) / "recipe.toml", task_classes(recorded_task(run_dir, "--run"))[0])
 
 
-def data_or_validation(run_dir: Path, data: Path | None) -> tuple[Path, str]:
+CLASSIFIERS = ("classify", "finetune")  # the tasks whose model is an image classifier
+# what a finished run of each task is used with: where a message about a run of the wrong task points to
+USED_BY = {
+    "classify": "`dlcvkit eval cls`, `predict cls`, `tsne` and `export`",
+    "finetune": "`dlcvkit eval cls`, `predict cls`, `tsne` and `export`",
+    "segment": "`dlcvkit eval seg`, `predict seg`, `export` and `sam --refine-run`",
+    "byol": "its backbone.safetensors: `dlcvkit eval probe --backbone` and `dlcvkit finetune --backbone`",
+}
+
+
+def check_run_kind(run_dir: Path, kinds: tuple[str, ...]) -> None:
+    """Refuse `--run RUN_DIR` unless one of the tasks `kinds` made it, saying what it is and what takes it."""
+    kind = recorded_task(run_dir, "--run")
+    if kind not in kinds:
+        raise wrong_kind(run_dir, kind, kinds)
+
+
+def wrong_kind(run_dir: Path, kind: str, kinds: tuple[str, ...]) -> DlcvkitError:
+    """The error for `--run RUN_DIR`, a run of task `kind` where one of `kinds` is needed."""
+    task_classes(kind)  # a task that does not exist is named as such
+    wanted = " or ".join(kinds) if len(kinds) < 3 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
+    return DlcvkitError(f"--run {run_dir} is a {kind} run (made by `dlcvkit {kind}`), not a {wanted} run; "
+                        f"a {kind} run is used by {USED_BY[kind]}")
+
+
+def data_or_validation(run_dir: Path, data: Path | None, kinds: tuple[str, ...]) -> tuple[Path, str]:
     """(`data`, "") if given, else (the validation data the run's recipe names, a note saying so): a command
-    given --run alone evaluates on the data the run was validated on."""
+    given --run alone evaluates on the data the run was validated on. The run must be one of task `kinds`."""
+    check_run_kind(run_dir, kinds)
     if data is not None:
         return data, ""
     val = run_recipe(run_dir).data.val
@@ -89,7 +107,11 @@ def _without_pretrained(recipe: Recipe) -> Recipe:
 
 def eval_data(data: DataConfig, batch_size: int = 0, num_workers: int = -1) -> DataConfig:
     """A recipe's data section for inference: `--batch-size` images per process (0 = the recipe's evaluation
-    batch, else its batch) and `--workers` (-1 = the recipe's)."""
+    batch, else its batch) and `--workers` (-1 = the recipe's), each within the bounds of the recipe key it sets."""
+    for option, value, low, key in (("--batch-size", batch_size, 0, "data.eval_batch_size"),
+                                    ("--workers", num_workers, -1, "data.num_workers")):
+        if not low <= value <= RANGES[key][1]:
+            raise DlcvkitError(f"{option} {value}: must be between {low} and {RANGES[key][1]} (as {key})")
     return replace(data, eval_batch_size=batch_size or data.eval_batch_size or data.batch_size,
                    num_workers=data.num_workers if num_workers < 0 else num_workers)
 

@@ -10,14 +10,13 @@ import torch
 from dlcvkit.config import Recipe
 from dlcvkit.data.cache import cached_for_inference
 from dlcvkit.data.datasets import SatellitePairs, describe_skipped, drop_unreadable, incomplete_output
-from dlcvkit.data.masks import NUM_CLASSES, write_mask
+from dlcvkit.data.masks import NUM_CLASSES, OPTION, FormatSource, write_mask
 from dlcvkit.engine.distributed import make_accelerator
 from dlcvkit.engine.loaders import device_batches, make_eval_loader
 from dlcvkit.engine.metrics import Confusion
-from dlcvkit.errors import DlcvkitError
 from dlcvkit.outputs import check_output_dir
 from dlcvkit.runs.export import onnx_run
-from dlcvkit.runs.load import eval_data, load_run, run_recipe, run_weights
+from dlcvkit.runs.load import eval_data, load_run, run_recipe, run_weights, wrong_kind
 from dlcvkit.runs.slide import check_tiling, slide_masks
 from dlcvkit.runs.writer import BackgroundWriter
 from dlcvkit.tasks.segment import predict_masks, red_class
@@ -32,7 +31,7 @@ def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device 
 def _segment(recipe: Recipe, run_dir: Path) -> Recipe:
     """`recipe`, checked to be a segmentation run's."""
     if recipe.task != "segment":
-        raise DlcvkitError(f"--run {run_dir} is a '{recipe.task}' run, not a segmentation run")
+        raise wrong_kind(run_dir, recipe.task, ("segment",))
     return recipe
 
 
@@ -51,8 +50,10 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
         run_weights(run_dir, weights)  # a missing weights file is reported before any data is read
     accelerator = make_accelerator(recipe.train)
     red = red_class(recipe.data.red_as) if red_as is None else red_as
+    # without --mask-format, the format the run was trained on (and a refused mask names that recipe key)
+    source = OPTION if mask_format else FormatSource(f"data.mask_format of --run {run_dir}", OPTION.switch)
     dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red,
-                             mask_format=mask_format or recipe.data.mask_format)
+                             mask_format=mask_format or recipe.data.mask_format, format_source=source)
     data = eval_data(recipe.data, batch_size, num_workers)
     total = len(dataset)
     skipped = drop_unreadable(dataset, f"--skip-bad {folder}", data.num_workers) if skip_bad else []

@@ -43,6 +43,20 @@ def task_classes(name: str) -> tuple[type, type]:
     return getattr(module, entry.recipe), getattr(module, entry.task)
 
 
+def recorded_task(run_dir: Path, option: str) -> str:
+    """The task that made the run in RUN_DIR (its recipe.toml's `task`), read before the recipe is loaded: a run
+    of another task must be named as such, not by the first of its keys that the expected recipe lacks."""
+    import tomllib
+
+    path = Path(run_dir) / "recipe.toml"
+    if not path.is_file():
+        raise DlcvkitError(f"{option} {run_dir}: not a dlcvkit run folder (no recipe.toml)")
+    try:
+        return str(tomllib.loads(path.read_text()).get("task", ""))
+    except tomllib.TOMLDecodeError as e:
+        raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
+
+
 def build_task(recipe):
     """The recipe's Task, built from a copy that `resolve` completed with what its training data decides."""
     from dlcvkit.config import resolve
@@ -71,8 +85,10 @@ def resolve_recipe(recipe_cls, recipe: Path | None, resume: Path | None, overrid
             )
         return load_recipe(recipe, recipe_cls, overrides)
     saved_path = resume / "recipe.toml"
-    if not saved_path.is_file():
-        raise DlcvkitError(f"--resume {resume}: not a dlcvkit run folder (no recipe.toml)")
+    kind, expected = recorded_task(resume, "--resume"), recipe_cls().task
+    if kind != expected and kind in TASKS:
+        raise DlcvkitError(f"--resume {resume} is a {kind} run (made by `dlcvkit {kind}`), not a {expected} run; "
+                           f"continue it with `dlcvkit {kind} --resume {resume}`")
     saved = load_recipe(saved_path, recipe_cls)
     wanted = load_recipe(recipe or saved_path, recipe_cls, overrides)
     changed = recipe_differences(saved, wanted, ignore=RESUME_SAFE_KEYS)

@@ -15,7 +15,7 @@ from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.augment.segment import JointAugment
 from dlcvkit.config import DataConfig, Recipe
 from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs
-from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, read_mask, write_mask
+from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, RECIPE, SCORED_CLASSES, read_mask, write_mask
 from dlcvkit.engine.metrics import Confusion, iou_per_class, mean_iou
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.errors import DlcvkitError
@@ -92,7 +92,7 @@ class SegmentTask(Task):
         if not data.train:
             raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
         return SatellitePairs(data.train, size=data.img_size, red_as=red_class(data.red_as),
-                              mask_format=data.mask_format)
+                              mask_format=data.mask_format, format_source=RECIPE)
 
     def val_dataset(self) -> SatellitePairs | None:
         data, track = self.recipe.data, self.recipe.viz.track
@@ -101,7 +101,7 @@ class SegmentTask(Task):
                 raise DlcvkitError("--track needs validation data: pass --val DIR (or set data.val)")
             return None
         dataset = SatellitePairs(data.val, size=data.img_size, red_as=red_class(data.red_as),
-                                 mask_format=data.mask_format)
+                                 mask_format=data.mask_format, format_source=RECIPE)
         missing = [name for name in track if name not in dataset.names]
         if missing:
             raise DlcvkitError(

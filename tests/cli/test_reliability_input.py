@@ -266,7 +266,7 @@ def test_8_unknown_key_lists_the_valid_ones(world):
 def test_8_values_of_the_wrong_type_or_out_of_range_are_refused_when_the_recipe_loads(tmp_path):
     (tmp_path / "r.toml").write_text(CLS)
     for override, expected in (("train.epochs=many", "'train.epochs' must be an integer, got 'many'"),
-                               ("data.batch_size=0", "'data.batch_size' must be at least 1, got 0"),
+                               ("data.batch_size=0", "'data.batch_size' must be between 1 and 65536, got 0"),
                                ("train.model_ema=1.5", "'train.model_ema' must be between 0 and 1, got 1.5"),
                                ("optim.lr=nan", "'optim.lr' must be at least 0, got nan")):
         with pytest.raises(DlcvkitError, match=re.escape(expected)):

@@ -122,8 +122,9 @@ def index_run(seg):
 def test_segment_refuses_class_index_masks_before_the_run_folder(seg, capsys, tmp_path):
     result = dlcvkit_here(capsys, "segment", "-r", seg / "seg.toml", "--data", seg / "train_index",
                           "--out", tmp_path / "run")
-    _refused(result, seg / "train_index" / "0000_mask.png", "is a L image", "--mask-format index",
-             'data.mask_format = "index"')
+    _refused(result, seg / "train_index" / "0000_mask.png", "is a L image",
+             "(data.mask_format of the recipe); if it holds class ids 0..6 as grey values, pass "
+             "--set data.mask_format=index")
     assert not (tmp_path / "run").exists()
 
 
@@ -174,6 +175,33 @@ def test_eval_seg_run_defaults_to_the_mask_format_the_run_was_trained_on(seg, in
         assert code == 0 and out == colour, (data, err)  # the two runs hold the same weights
     _refused(dlcvkit_here(capsys, "eval", "seg", "--run", index_run, "--data", seg / "val"),
              seg / "val" / "0000_mask.png", "RGB colour mask")
+
+
+def test_a_mask_in_the_wrong_format_names_the_format_as_it_was_chosen(seg, index_run, capsys):
+    """The fix named is the option that changes the format; the cause named is the one the user passed, or the
+    run's recorded data.mask_format, or the default: never an option the user did not pass."""
+    colour, index = seg / "val" / "0000_mask.png", seg / "val_index" / "0000_mask.png"
+    to_index = "; if it holds class ids 0..6 as grey values, pass --mask-format index, else write it in the course's " \
+               "colours"
+    to_colour = ": grey class ids 0..6; for colour masks pass --mask-format colour"
+    cases = [
+        (("--run", index_run, "--data", seg / "val"), f"{colour} is a RGB colour mask, but the mask format is 'index' "
+                                                      f"(data.mask_format of --run {index_run}){to_colour}"),
+        (("--run", seg / "run", "--data", seg / "val", "--mask-format", "index"),
+         f"{colour} is a RGB colour mask, but the mask format is 'index' (--mask-format index){to_colour}"),
+        (("--run", seg / "run", "--data", seg / "val_index"), f"{index} is a L image, not an RGB colour mask, and the "
+                                                              f"mask format is 'colour' (data.mask_format of --run "
+                                                              f"{seg / 'run'}){to_index}"),
+        (("--run", index_run, "--data", seg / "val_index", "--mask-format", "colour"),
+         f"{index} is a L image, not an RGB colour mask, and the mask format is 'colour' (--mask-format colour, the "
+         f"default){to_index}"),
+        (("--pred", seg / "val_index", "--labels", seg / "val_index"),
+         f"{index} is a L image, not an RGB colour mask, and the mask format is 'colour' (--mask-format colour, the "
+         f"default){to_index}"),
+    ]
+    for args, expected in cases:
+        code, _, err = dlcvkit_here(capsys, "eval", "seg", *args)
+        assert code == 2 and err.splitlines() == [f"dlcvkit: error: mask {expected}"], (args, err)
 
 
 def test_viz_mask_reads_class_index_masks_only_on_request(seg, capsys, tmp_path):
