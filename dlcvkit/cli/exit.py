@@ -8,7 +8,9 @@ import re
 import signal
 import sys
 import threading
+from pathlib import Path
 
+from dlcvkit.engine.diskfull import no_room
 from dlcvkit.engine.interrupt import TrainingInterrupted
 from dlcvkit.errors import DlcvkitError
 
@@ -54,13 +56,17 @@ def run(app, argv: list[str]) -> None:
         why = " (a launcher stops every process when one fails: see the first error above)" if _processes()[1] > 1 \
             else "; the last checkpoint is kept"
         _exit(143, f"stopped by SIGTERM{why}")
-    except OSError as e:  # a path that cannot be read or written (permissions, a file where a folder goes, disk full)
+    except OSError as e:  # a path that cannot be read or written (permissions, a file where a folder goes)
+        if not debug and (why := no_room(e, Path.cwd())):  # a full disk where no command named the file
+            _exit(2, f"error: cannot write {e.filename or 'a file'}: {why}")
         if debug or e.filename is None:
             _abort_process_group()
             raise
         paths = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
         _exit(2, f"error: {paths}: {e.strerror or e}; check the path and its permissions")
     except Exception as e:
+        if not debug and (why := no_room(e, Path.cwd())):  # a full disk in a library's own error type
+            _exit(2, f"error: a file could not be written: {why}")
         if debug or not _lost_peer(e):
             _abort_process_group()
             raise
