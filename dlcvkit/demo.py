@@ -17,7 +17,7 @@ import torch
 from accelerate import PartialState
 
 from dlcvkit.engine.distributed import pick_device
-from dlcvkit.engine.runlog import read_metrics
+from dlcvkit.engine.runlog import counted, read_metrics
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.recipes import shipped
 from dlcvkit.report import Block, comparison, write_report
@@ -140,7 +140,7 @@ def demo_blocks(d: Demo) -> list[Block]:
     out, runs, s = d.out, d.runs, d.sizes
     blocks = [Block("heading", "dlcvkit demo", level=1), Block("text", (
         f"Everything below ran on embedded data with `dlcvkit demo{' --quick' if s is QUICK else ''}"
-        f"{f' --max-steps {d.max_steps}' if d.max_steps else ''}` on {d.state.num_processes} process(es), "
+        f"{f' --max-steps {d.max_steps}' if d.max_steps else ''}` on {counted(d.state.num_processes, 'process', 'processes')}, "
         f"device {d.state.device}, {platform.processor() or platform.machine()}, torch {torch.__version__}. "
         "The synthetic sets are procedural stand-ins for the course's data (no download); the digits are real. "
         "Each run folder holds its own report.md with curves and its recipe."))]

@@ -15,7 +15,7 @@ Inputs = dict[str, Path | None]  # option -> the path it was given (None: not gi
 def check_output_file(path: Path, option: str, overwrite: bool, inputs: Inputs | None = None) -> Path:
     """Refuse the output file `path` (given as `option`) when it is one of the command's `inputs` (always), a
     folder, or an existing file without `overwrite`. Writes nothing."""
-    path = Path(path)
+    path = check_writable_path(path, option)
     _check_not_input(path, option, inputs, "file")
     if path.is_dir():
         raise DlcvkitError(f"{option} {path} is a folder; give the name of the file to write")
@@ -28,7 +28,7 @@ def check_output_dir(path: Path, option: str, overwrite: bool, inputs: Inputs | 
     """Refuse the output folder `path` when it is one of the command's input folders (always), a file, or a
     non-empty folder without `overwrite` (with it, the files of the names the command writes are replaced and
     other files stay). Writes nothing: in a multi-process run every process checks before any of them writes."""
-    path = Path(path)
+    path = check_writable_path(path, option)
     _check_not_input(path, option, inputs, "folder")
     if path.exists() and not path.is_dir():
         raise DlcvkitError(f"{option} {path} is a file; give a folder")
@@ -37,6 +37,24 @@ def check_output_dir(path: Path, option: str, overwrite: bool, inputs: Inputs | 
             f"{option} {path} is not empty; choose a new or empty folder, or pass --overwrite to replace the files "
             "of the names this command writes (other files stay)"
         )
+    return path
+
+
+def check_writable_path(path: Path, option: str) -> Path:
+    """Refuse an output path that no write could go through: a symbolic link loop, a symbolic link to nothing
+    (the write would land wherever it points), or a path through a file. Writes nothing."""
+    path = Path(path)
+    try:
+        path.resolve(strict=False)
+    except (RuntimeError, OSError):  # RuntimeError("Symlink loop from ...") before Python 3.13, OSError(ELOOP) since
+        raise DlcvkitError(f"{option} {path} is a symbolic link loop; give a real path") from None
+    for link in (path, *path.parents):
+        if link.is_symlink() and not link.exists():
+            raise DlcvkitError(f"{option} {path}: {link} is a symbolic link to {os.readlink(link)}, which does not "
+                               "exist; give the path itself")
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise DlcvkitError(f"{option} {path}: {existing} is a file, not a folder; give another path")
     return path
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlcvkit.engine.checkpoint import STATE_FILE, latest_checkpoint
+from dlcvkit.engine.diskfull import write_atomic
 from dlcvkit.engine.runlog import read_metrics
 from dlcvkit.errors import DlcvkitError
 
@@ -154,8 +155,8 @@ def write_report(blocks: list[Block], out_dir: Path, name: str = "report") -> tu
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, page = out_dir / f"{name}.md", out_dir / f"{name}.html"
-    md.write_text(to_markdown(blocks, out_dir))
-    page.write_text(to_html(blocks, out_dir))
+    write_atomic(md, to_markdown(blocks, out_dir))
+    write_atomic(page, to_html(blocks, out_dir))
     return md, page
 
 

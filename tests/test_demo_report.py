@@ -86,7 +86,7 @@ def test_demo_runs_under_accelerate_launch_on_two_processes(tmp_path):
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "report.md").read_text()
-    assert "on 2 process(es)" in report
+    assert "on 2 processes" in report
     rows = [line for line in report.splitlines() if line.startswith(("| A |", "| B |", "| C |", "| D |", "| E |"))]
     assert len(rows) == 5 and "| fcn8s |" in report
     assert proc.stdout.count("[demo] done:") == 1  # the main process reports, the other only trains

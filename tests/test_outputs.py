@@ -330,3 +330,62 @@ def test_a_file_inside_an_input_folder_is_never_replaced(world, tmp_path, capsys
     line = _refused(dlcvkit_here(capsys, *args), target, "a file of the input folder")
     assert "never overwritten" in line
     assert _hashes(data) == before
+
+
+# ------------------------------------------------------------------------------------------ odd output paths
+
+# every kind of output option: (option, the command with OUT where the path goes)
+OUTPUT_OPTIONS = {
+    "classify --out": ("--out", ["classify", "-r", "{root}/cls.toml", "--data", "{root}/cls", "--out", "OUT"]),
+    "predict seg --out": ("--out", ["predict", "seg", "--run", "{root}/seg_run", "--images", "{root}/seg", "--out",
+                                    "OUT"]),
+    "predict cls --out": ("--out", ["predict", "cls", "--run", "{root}/run", "--images", "{root}/cls", "--out", "OUT"]),
+    "eval seg --json": ("--json", ["eval", "seg", "--pred", "{root}/seg", "--labels", "{root}/seg", "--json", "OUT"]),
+    "eval cls --confusion": ("--confusion", ["eval", "cls", "--run", "{root}/run", "--data", "{root}/cls",
+                                             "--confusion", "OUT"]),
+    "export --out": ("--out", ["export", "--run", "{root}/run", "--out", "OUT"]),
+    "tsne --out": ("--out", ["tsne", "--run", "{root}/run", "--data", "{root}/cls", "--out", "OUT"]),
+    "data synth --out": ("--out", ["data", "synth", "seg", "--out", "OUT", "--n", "1", "--size", "32"]),
+    "bench ema --json": ("--json", ["bench", "ema", "--json", "OUT"]),
+}
+
+
+def _odd_path(tmp_path, kind):
+    """(the path given, the expected end of the error line) for a symbolic link loop, a symbolic link to nothing,
+    and a path through a file."""
+    if kind == "loop":
+        (tmp_path / "a").symlink_to(tmp_path / "b")
+        (tmp_path / "b").symlink_to(tmp_path / "a")
+        return tmp_path / "a", f"{tmp_path / 'a'} is a symbolic link loop; give a real path"
+    if kind == "dangling":
+        (tmp_path / "link").symlink_to(tmp_path / "gone" / "x")
+        return tmp_path / "link", (f"{tmp_path / 'link'}: {tmp_path / 'link'} is a symbolic link to "
+                                   f"{tmp_path / 'gone' / 'x'}, which does not exist; give the path itself")
+    (tmp_path / "notes.txt").write_text("mine\n")
+    out = tmp_path / "notes.txt" / "out"
+    return out, f"{out}: {tmp_path / 'notes.txt'} is a file, not a folder; give another path"
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling", "through a file"])
+@pytest.mark.parametrize("command", OUTPUT_OPTIONS)
+def test_an_output_path_no_write_can_go_through_is_one_line(world, tmp_path, capsys, command, kind):
+    """Issue 24.7: `--out` a symbolic link loop ended in `RuntimeError: Symlink loop`."""
+    option, template = OUTPUT_OPTIONS[command]
+    out, why = _odd_path(tmp_path, kind)
+    before = sorted(p.name for p in tmp_path.iterdir()), _hashes(tmp_path)
+    args = [str(out) if a == "OUT" else a.format(root=world) for a in template]
+    line = _refused(dlcvkit_here(capsys, *args))
+    assert line == f"dlcvkit: error: {option} {why}"
+    assert (sorted(p.name for p in tmp_path.iterdir()), _hashes(tmp_path)) == before  # nothing written
+
+
+def test_an_output_that_is_a_symbolic_link_to_an_input_file_is_refused(world, tmp_path, capsys):
+    labels = tmp_path / "labels"
+    shutil.copytree(world / "seg", labels)
+    link = tmp_path / "miou.json"
+    link.symlink_to(labels / "0000_mask.png")
+    before = _hashes(labels)
+    line = _refused(dlcvkit_here(capsys, "eval", "seg", "--pred", world / "seg", "--labels", labels, "--json", link,
+                                 "--overwrite"))
+    assert line.startswith(f"dlcvkit: error: --json {link} is a file of the input folder --labels")
+    assert _hashes(labels) == before

@@ -111,6 +111,7 @@ def gpu(
     Example: dlcvkit bench gpu --size tiny --device cpu
     """
     from dlcvkit.bench.gpu import gpu_check, markdown, print_summary, write_json
+    from dlcvkit.engine.runlog import counted
     from dlcvkit.outputs import check_output_file
 
     if md_path is not None:
@@ -132,5 +133,5 @@ def gpu(
         md_path.write_text(markdown(check))
     failed = [part["name"] for part in check["parts"] if part["status"] == "failed"]
     if failed:  # the figures of the others are written; the exit status still says that something broke
-        print(f"dlcvkit: bench gpu: {len(failed)} part(s) failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"dlcvkit: bench gpu: {counted(len(failed), 'part')} failed: {', '.join(failed)}", file=sys.stderr)
         raise typer.Exit(1)

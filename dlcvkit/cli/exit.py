@@ -9,7 +9,9 @@ import re
 import signal
 import sys
 import threading
+from pathlib import Path
 
+from dlcvkit.engine.diskfull import no_room
 from dlcvkit.engine.interrupt import TrainingInterrupted
 from dlcvkit.errors import DlcvkitError
 
@@ -57,7 +59,9 @@ def run(app, argv: list[str]) -> None:
         why = " (a launcher stops every process when one fails: see the first error above)" if _processes()[1] > 1 \
             else _what_is_kept()
         _exit(143, f"stopped by SIGTERM{why}")
-    except OSError as e:  # a path that cannot be read or written (permissions, a file where a folder goes, disk full)
+    except OSError as e:  # a path that cannot be read or written (permissions, a file where a folder goes)
+        if not debug and (why := no_room(e, Path.cwd())):  # a full disk where no command named the file
+            _exit(2, f"error: cannot write {e.filename or 'a file'}: {why}")
         if debug or e.filename is None:
             _abort_process_group()
             raise
@@ -66,6 +70,8 @@ def run(app, argv: list[str]) -> None:
     except Exception as e:
         if not debug and (memory := _out_of_memory(e)):
             _exit(2, f"error: {memory}")
+        if not debug and (why := no_room(e, Path.cwd())):  # a full disk in a library's own error type
+            _exit(2, f"error: a file could not be written: {why}")
         if debug or not _lost_peer(e):
             _abort_process_group()
             raise

@@ -26,6 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import load as load_pickle
 from torch import nn
 
+from dlcvkit.engine.diskfull import write_atomic, writing
 from dlcvkit.engine.weights import load_weights, read_state_dict, save_weights, with_default_mode
 from dlcvkit.errors import DlcvkitError, first_line
 
@@ -50,16 +51,18 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_l
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    with writing(final, partial=tmp):  # on a full disk, whichever process fails removes the partial folder
+        accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        for weights in tmp.glob("*.safetensors"):  # accelerate's, written 600 like any safetensors file
-            with_default_mode(weights)
-        for name, module in (extra_models or {}).items():
-            save_weights(module.state_dict(), tmp / f"{name}.safetensors")
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-        (tmp / MANIFEST).write_text(json.dumps(_describe(tmp), indent=1))
-        _sync_folder(tmp)
+        with writing(final, partial=tmp):
+            for weights in tmp.glob("*.safetensors"):  # accelerate's, written 600 like any safetensors file
+                with_default_mode(weights)
+            for name, module in (extra_models or {}).items():
+                save_weights(module.state_dict(), tmp / f"{name}.safetensors")
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+            (tmp / MANIFEST).write_text(json.dumps(_describe(tmp), indent=1))
+            _sync_folder(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _sync_folder(root, files=False)
@@ -195,12 +198,7 @@ def _older_checkpoint(path: Path) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, text, sync=True)
     _sync_folder(path.parent, files=False)
 
 

@@ -17,6 +17,7 @@ from dlcvkit.config import flat_recipe, write_recipe
 from dlcvkit.data.cache import cache_splits
 from dlcvkit.data.datasets import FileDataset, skip_unreadable
 from dlcvkit.engine.checkpoint import kept_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from dlcvkit.engine.diskfull import DiskFull, no_room
 from dlcvkit.engine.distributed import (compute_threads, convert_sync_batchnorm, make_accelerator,
                                         use_deterministic_kernels)
 from dlcvkit.engine.ema import EMA
@@ -24,7 +25,7 @@ from dlcvkit.engine.interrupt import StopRequest, TrainingInterrupted
 from dlcvkit.engine.loaders import device_batches, make_eval_loader, make_train_loader
 from dlcvkit.engine.optim import build_optimizer
 from dlcvkit.engine.rundir import prepare_run_dir
-from dlcvkit.engine.runlog import RunLog, format_metrics
+from dlcvkit.engine.runlog import RunLog, counted, format_metrics
 from dlcvkit.engine.sampling import TrainBatches
 from dlcvkit.engine.schedule import lr_factor, set_lr
 from dlcvkit.engine.task import RunContext, Task
@@ -36,7 +37,21 @@ from dlcvkit.errors import DlcvkitError
 def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, overwrite: bool = False) -> dict:
     """Train `task` into `run_dir` (from its latest checkpoint with `resume`; replacing the run there with
     `overwrite`); stop after `max_steps` optimizer steps if given, without changing the schedules.
-    Returns {"step", "metrics", "best", ...}: see `dlcvkit.engine.runlog.end_of_run`."""
+    Returns {"step", "metrics", "best", ...}: see `dlcvkit.engine.runlog.end_of_run`.
+    A full disk (or quota, or file-size limit) stops the run with one line: the file, why, and the checkpoint kept."""
+    try:
+        return _fit(task, run_dir, max_steps=max_steps, resume=resume, overwrite=overwrite)
+    except Exception as e:  # noqa: BLE001 - a lack of room comes in the types of every library that writes
+        why = e.why if isinstance(e, DiskFull) else no_room(e, Path(run_dir))
+        if why is None:
+            raise
+        what = e.path if isinstance(e, DiskFull) else getattr(e, "filename", None) or f"a file in {run_dir}"
+        then = (f"free space, then continue with --resume {run_dir}" if latest_checkpoint(run_dir) else
+                "free space, then start the run again")
+        raise DlcvkitError(f"cannot write {what}: {why}; {kept_checkpoint(run_dir)}: {then}") from None
+
+
+def _fit(task: Task, run_dir: Path, *, max_steps: int, resume: bool, overwrite: bool) -> dict:
     start = time.perf_counter()
     recipe, train, run_dir = task.recipe, task.recipe.train, Path(run_dir)
     accelerator = make_accelerator(train, run_dir)  # also refuses a tracker that is not installed
@@ -108,7 +123,7 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
             log.print(note)
         if step < stop:
             log.print(f"{task.__class__.__name__}: {total_steps} steps ({steps_per_epoch}/epoch), "
-                      f"{accelerator.num_processes} process(es) on {accelerator.device}, from step {step} to {stop}")
+                      f"{counted(accelerator.num_processes, 'process', 'processes')} on {accelerator.device}, from step {step} to {stop}")
         while step < stop:
             if batches is None:  # start, or resume in the middle of, an epoch
                 epoch, done = divmod(step, steps_per_epoch)

@@ -20,6 +20,7 @@ from accelerate import Accelerator
 
 from dlcvkit.engine.checkpoint import latest_checkpoint
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.outputs import check_writable_path
 
 RUN_MARKER = ".dlcvkit-run"
 # The run folder this process is training into (set once it is checked): what the CLI names when a signal
@@ -116,7 +117,7 @@ def mark_folder(folder: Path) -> None:
 
 def check_own_folder(folder: Path, option: str = "--out", overwrite: bool = False) -> None:
     """Refuse FOLDER unless it is new, empty or ours, and can be written; writes nothing."""
-    folder = Path(folder)
+    folder = check_writable_path(folder, option)
     if folder.exists() and not folder.is_dir():
         raise DlcvkitError(f"{option} {folder} is a file; give a folder")
     if folder.is_dir() and not _ours(folder) and any(folder.iterdir()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 import json
 import math
 import time
@@ -18,6 +19,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from dlcvkit.engine.checkpoint import kept_checkpoint
+from dlcvkit.engine.diskfull import append, write_atomic
 from dlcvkit.engine.rundir import RUN_FILES
 from dlcvkit.errors import DlcvkitError
 
@@ -57,7 +59,7 @@ class RunLog:
         if self.main:
             # Records after the checkpoint we resume from belong to the lost part of the run: drop them.
             kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
             write_summary_csv(kept, self.path.parent / SUMMARY_FILE)
         self.console = Console(stderr=True)
         # A log file (SLURM, nohup) gets a plain line every `progress_seconds` instead of a bar it cannot redraw.
@@ -165,8 +167,7 @@ class RunLog:
         """Append one record to metrics.jsonl (and the trackers); an evaluation also rewrites summary.csv."""
         if not self.main:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append(self.path, json.dumps(record) + "\n")
         if record.get("split") == "val":
             write_summary_csv(read_metrics(self.path.parent), self.path.parent / SUMMARY_FILE)
         numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("step",)}
@@ -196,10 +197,11 @@ def write_summary_csv(records: list[dict], path: Path) -> None:
         path.unlink(missing_ok=True)
         return
     fields = list(dict.fromkeys(k for row in rows for k in row))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, table.getvalue())
 
 
 def end_of_run(summary: dict, run_dir: Path) -> list[str]:
@@ -217,6 +219,11 @@ def end_of_run(summary: dict, run_dir: Path) -> list[str]:
     written = [f"{name}/" if (run_dir / name).is_dir() else name for name in RUN_FILES if (run_dir / name).exists()]
     lines.append(f"files in {run_dir}: {', '.join(written)}")
     return lines
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 process`, `2 processes`: a count with its noun in the right number (never "process(es)")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def format_metrics(metrics: dict) -> str:

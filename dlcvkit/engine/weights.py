@@ -3,14 +3,16 @@ No file with inf/nan weights is written or read: a diverged model must never pas
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from dlcvkit.engine.diskfull import writing
 from dlcvkit.errors import DlcvkitError, first_line
 
 
@@ -95,16 +97,32 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, 
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write a state_dict as safetensors atomically (temporary file, then rename); inf/nan weights are refused."""
+    """Write a state_dict as safetensors atomically (temporary file, then rename), the same tensors and metadata
+    always as the same bytes; inf/nan weights are refused, and a full disk is one line (no temporary file left)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     if (key := non_finite_key(tensors)) is not None:
         raise DlcvkitError(f"refusing to write {path}: the weights hold inf/nan values (first in '{key}'); "
                            "the model diverged (lower optim.lr, set train.clip_grad_norm, or check the data)")
-    save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
-    with_default_mode(tmp)
-    os.replace(tmp, path)
+    data = with_sorted_metadata(save(tensors, metadata={"format": "pt", **(metadata or {})}))
+    with writing(path, partial=tmp):
+        with open(tmp, "wb") as f:  # `open`'s mode (644 under the usual umask), not safetensors' 600
+            f.write(data)
+        os.replace(tmp, path)
+
+
+def with_sorted_metadata(data: bytes) -> bytes:
+    """safetensors bytes whose header lists the metadata in sorted order: safetensors keeps metadata in a Rust
+    HashMap, whose order changes from process to process, so that two identical runs' files differed in bytes.
+    The tensors' order is safetensors' own (deterministic); the header is padded to 8 bytes as safetensors does."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
 def with_default_mode(path: str | Path) -> None:

@@ -23,6 +23,7 @@ from torch import nn
 from dlcvkit.augment.common import normalize
 from dlcvkit.config import Recipe, TrainConfig
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES
+from dlcvkit.engine.diskfull import writing
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.classifier import Classifier
 from dlcvkit.outputs import check_output_file
@@ -80,8 +81,9 @@ def export_onnx(run_dir: Path, out: Path, weights: str = "best", overwrite: bool
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)  # a reader never sees half a model
+    with writing(out, partial=tmp):
+        tmp.write_bytes(data)
+        os.replace(tmp, out)  # a reader never sees half a model
     return metadata, [tuple(x.shape) for x in inputs], difference
 
 

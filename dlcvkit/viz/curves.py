@@ -13,6 +13,7 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backe
 from matplotlib.ticker import MaxNLocator
 
 from dlcvkit.data.masks import CLASS_NAMES, PALETTE
+from dlcvkit.engine.diskfull import writing
 
 # per-class IoU key (as the segmentation task logs it) -> the class's mask colour
 CLASS_COLOURS = {f"iou_{name.lower()}": tuple((PALETTE[i] / 255).tolist()) for i, name in enumerate(CLASS_NAMES)}
@@ -125,5 +126,6 @@ def plot_curves(records: list[dict], out: Path, num_classes: int | None = None) 
     if fig is None:
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with writing(out, partial=out):  # a full disk leaves no half picture
+        fig.savefig(out, dpi=110)
     return out

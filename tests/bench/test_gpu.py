@@ -79,7 +79,7 @@ def test_a_failing_part_is_recorded_and_the_others_are_kept(capsys, tmp_path, ca
     code, err, check, md = _check(capsys, tmp_path, cache, "--in-process", "--only", "augment", "--only",
                                   "predict_fcn8s")
     assert code == 1
-    assert err.strip().splitlines()[-1] == "dlcvkit: bench gpu: 1 part(s) failed: augment"
+    assert err.strip().splitlines()[-1] == "dlcvkit: bench gpu: 1 part failed: augment"
     parts = {p["name"]: p for p in check["parts"]}
     assert parts["augment"]["status"] == "failed"
     assert parts["augment"]["reason"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
