@@ -300,10 +300,11 @@ def _open_verified(path: Path, key: str, length: int, workers: int) -> dict | st
     """The header of the cache file `path` for `key` if the file is intact, every sample included; None if there
     is no file; else what is damaged, for the user.
 
-    Verified once, when the run opens the file (crc32 reads about 6 GB/s here, `dlcvkit bench loader` gives the
-    cost): a damaged file is then rebuilt before any sample of it is used, so that the run gives what it gives
-    without the cache. A check per read would cost the same on every epoch and could only find the damage in the
-    middle of a run, with no intact file to go on with.
+    Verified once, when the run opens the file (about 3 GB/s a thread on a 2-core VM, faults of the mapping
+    included: `dlcvkit bench loader`, "cache open"): a damaged file is then rebuilt before any sample of it is used,
+    so that the run gives what it gives without the cache. A check per read would cost that on every epoch and
+    could only find the damage in the middle of a run, with no intact file to go on with. crc32 rather than a
+    cryptographic hash: it finds any burst of flipped bits up to 32 long, at 6.6 GB/s against sha1's 2.0.
     """
     header = _checked_header(path, key, length)
     if not isinstance(header, dict):
