@@ -280,7 +280,7 @@ def _checked_header(path: Path, key: str, length: int) -> dict | str | None:
     try:
         header = json.loads(line)
         intact = isinstance(header, dict) and header.get("crc") == _header_crc(header)
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:  # not JSON, or not UTF-8
         intact = False
     if not intact:
         return "its header does not match its checksum"
