@@ -14,7 +14,9 @@ Contenders (the speed-ups are against `dlcvkit decode`):
 - `dlcvkit scaled decode`: the datasets as they read now (`read_resized`: a reduced DCT scale where a JPEG is
   at least twice the size; P2 at 512 px reads at full scale, as before);
 - `dlcvkit cache (warm)`: the same dataset behind the disk cache, filled before the timing (not timed); read in
-  the main process whatever the number of workers asked, as the engine's loaders read it (`loader_workers`).
+  the main process whatever the number of workers asked, as the engine's loaders read it (`loader_workers`);
+- `dlcvkit cache open (verify)`: not a loader: opening that warm cache as a run does, which verifies the checksum of
+  every sample (once per run; `workers` threads), in samples/s.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dlcvkit.engine.loaders import loader_workers
 BENCH = "loader"
 REFERENCE = "dlcvkit decode"
 CONTENDERS = ("torchvision ImageFolder + PIL", "dlcvkit decode", "dlcvkit scaled decode", "dlcvkit cache (warm)")
+OPEN = "dlcvkit cache open (verify)"
 CHECKED = 4  # samples compared between contenders before the timing
 SCALED_ATOL = 4  # grey levels: the scaled decode's bound against the full decode (tests/data/test_scaled_decode.py)
 # The course's mask reader: 4 r + 2 g + b of the thresholded colour -> class id (red, code 4: no class, here 6).
@@ -156,6 +159,9 @@ def bench_loader(cases: dict[str, dict], cache: Path, *, workers: list[int], rep
                 timing = measure(partial(_drain, loader), items=len(dataset), repeats=repeats, warmup=warmup,
                                  device=torch.device("cpu"))
                 records.append(record(BENCH, label, contender, timing, workers=count, **params))
+            opening = partial(cache_splits, {case: datasets[CONTENDERS[2]]}, "disk", cache / "decoded", workers=count)
+            timing = measure(opening, items=spec["n"], repeats=repeats, warmup=warmup, device=torch.device("cpu"))
+            records.append(record(BENCH, label, OPEN, timing, workers=count, **params))
     return records
 
 

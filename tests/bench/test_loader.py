@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from dlcvkit.bench.loader import CONTENDERS, check_contenders, photo_like
+from dlcvkit.bench.loader import CONTENDERS, OPEN, check_contenders, photo_like
 from dlcvkit.bench.report import goal_rows
 from dlcvkit.bench.suite import SMOKE
 from dlcvkit.bench.timing import ResultMismatch, record
@@ -20,7 +20,7 @@ def test_the_quick_run_writes_every_contender_row(tmp_path, capsys):
     records = json.loads((tmp_path / "loader.json").read_text())
     cases = SMOKE["loader"]["cases"]
     rows = {(r["case"].split()[0], r["workers"], r["contender"]) for r in records}
-    assert rows == {(case, workers, c) for case in cases for workers in (0, 2) for c in CONTENDERS}
+    assert rows == {(case, workers, c) for case in cases for workers in (0, 2) for c in (*CONTENDERS, OPEN)}
     assert len(records) == len(rows)
     for r in records:
         assert r["bench"] == "loader" and r["samples_per_s"] > 0 and r["ms_median"] > 0
