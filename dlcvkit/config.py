@@ -2,7 +2,7 @@
 
 The sections every task shares live here (data, optim, schedule, train); each task adds its own sections
 (`model`, `aug`, ...) by subclassing `Recipe` in its module under `dlcvkit.tasks`. Defaults live in these
-dataclasses and nowhere else; what the training data decides is filled in by `resolve`, before a task is built.
+dataclasses and nowhere else; what the training data decides is filled in by the Task's `resolve`, before it is built.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import tomli_w
 
@@ -248,16 +248,6 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise wrong("a string")
         return value
     raise TypeError(f"unsupported recipe type {hint!r} for {key}")  # a programming error, not user input
-
-
-def resolve(recipe: R, open_train: Callable[[], Any]) -> R:
-    """The recipe completed with what its training data decides, as a copy: `model.num_classes` 0 becomes the
-    training set's number of classes (`open_train()` opens it, only then). A run writes the resolved recipe, so
-    its folder alone rebuilds the model."""
-    model = getattr(recipe, "model", None)
-    if getattr(model, "num_classes", None) != 0:
-        return recipe
-    return dataclasses.replace(recipe, model=dataclasses.replace(model, num_classes=open_train().num_classes))
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -2,9 +2,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from dlcvkit.config import Recipe, apply_override, load_recipe, recipe_differences, resolve, write_recipe
+from dlcvkit.config import Recipe, apply_override, load_recipe, recipe_differences, write_recipe
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.tasks.classify import ClassifyRecipe
+from dlcvkit.tasks.classify import resolve_num_classes as resolve
 
 
 def _write(tmp_path, text):

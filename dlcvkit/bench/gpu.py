@@ -46,7 +46,7 @@ from dlcvkit.bench.suite import REFERENCES
 from dlcvkit.bench.timing import add_speedups
 from dlcvkit.bench.train import TASKS, bench_train, synthetic_data
 from dlcvkit.config import apply_override, write_recipe
-from dlcvkit.data.scoring import iou_report
+from dlcvkit.runs.scoring import iou_report
 from dlcvkit.engine.checkpoint import latest_checkpoint
 from dlcvkit.engine.loop import fit
 from dlcvkit.engine.runlog import RunLog, read_metrics

@@ -120,7 +120,7 @@ def eval_masks(cache: Path, masks: int, size: int) -> tuple[Path, Path]:
 def bench_eval_seg(cache: Path, *, masks: int, size: int, repeats: int, warmup: int) -> list[dict]:
     """The `eval seg --pred DIR --labels DIR` command's work (pair, read, count, report), without the ~3 s of
     Python start-up and imports."""
-    from dlcvkit.data.scoring import confusion_of_mask_files, iou_report
+    from dlcvkit.runs.scoring import confusion_of_mask_files, iou_report
 
     preds, labels = eval_masks(cache, masks, size)
 

@@ -11,7 +11,7 @@ import typer
 
 from dlcvkit.cli.options import TRAINING, option, recipe_overrides
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.tasks.registry import run_training
+from dlcvkit.runs.training import run_training
 
 OFFICE_HOME = option("data", Annotated[Optional[Path], typer.Option(
     "--data", help="Office-Home folder (train/ + train.csv, val/ + val.csv), or the training data alone.")], None)
@@ -29,7 +29,9 @@ def finetune(name: str, *, data: Path | None, val: Path | None, set_: list[str] 
               backbone: Path | None, all_settings: bool, settings: str, supervised: Path | None,
               byol_backbone: Path | None, tsne_every: int | None, label_fraction: float | None, **options) -> None:
     """One setting (or the recipe as it is), or with --all-settings A–E and their table."""
-    from dlcvkit.tasks.finetune import SETTINGS, office_home_splits, run_all_settings, setting_overrides
+    from dlcvkit.data.office_home import office_home_splits
+    from dlcvkit.runs.series import run_all_settings
+    from dlcvkit.tasks.finetune import SETTINGS, setting_overrides
 
     if data is not None and val is None and (splits := office_home_splits(data)) is not None:
         data, val = splits

@@ -75,7 +75,7 @@ def eval_seg(
 
     Example: dlcvkit eval seg --run runs/fcn8s --data p2/validation
     """
-    from dlcvkit.data.scoring import confusion_of_mask_files, iou_report
+    from dlcvkit.runs.scoring import confusion_of_mask_files, iou_report
     from dlcvkit.outputs import check_output_file
     from dlcvkit.runs.load import data_or_validation
     from dlcvkit.runs.segment import evaluate_run

@@ -13,7 +13,8 @@ import typer
 
 from dlcvkit.cli.finetune import FINETUNE, finetune
 from dlcvkit.cli.options import TRAINING, CacheMode, Tracker, option, recipe_overrides, with_options
-from dlcvkit.tasks.registry import TASKS, run_training
+from dlcvkit.runs.training import run_training
+from dlcvkit.tasks.registry import TASKS
 
 
 def register(app: typer.Typer) -> None:
@@ -21,17 +22,8 @@ def register(app: typer.Typer) -> None:
     shared training options and `run_training`."""
     for name, entry in TASKS.items():
         params, run = OWN.get(name, (TRAINING, _train))
-        app.command(name, help=entry.help, epilog=f"Example: {EXAMPLES[name]}")(
+        app.command(name, help=entry.help, epilog=f"Example: {entry.example}")(
             with_options(*params)(_command(run, name)))
-
-
-EXAMPLES = {
-    "byol": "dlcvkit byol --recipe byol_resnet50_mini --data mini/train --out runs/byol",
-    "classify": "dlcvkit classify --recipe cls_p1_vgg16bn --data train_50 --val val_50 --out runs/vgg16bn",
-    "finetune": "dlcvkit finetune --recipe finetune_officehome --setting C --backbone runs/byol/backbone.safetensors "
-                "--data office --out runs/ft_C",
-    "segment": "dlcvkit segment --recipe seg_fcn8s_vgg16 --data p2/train --val p2/validation --out runs/fcn8s",
-}
 
 
 def _command(run: Callable[..., None], name: str) -> Callable[..., None]:

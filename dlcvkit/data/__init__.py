@@ -1,5 +1,5 @@
 """Data: readers for each course layout (`datasets`), image decoding and resizing (`images`), the land-cover mask
-colours and the one mask reader (`masks`), the course's scoring of mask files (`scoring`), seeded synthetic data
+colours and the one mask reader (`masks`), the Office-Home folder's splits (`office_home`), seeded synthetic data
 sets in every layout (`synth`, behind `dlcvkit data synth`), scikit-learn's digits in the P1 layout (`digits`),
 the decoded-image cache that any reader can sit behind (`cache`, `data.cache`), IDX files of the MNIST family
 (`idx`, behind `dlcvkit data export`) and class-balanced subsets (`subset`).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -22,13 +22,16 @@ def loader_workers(dataset: Dataset, num_workers: int) -> int:
     return 0 if isinstance(dataset, CachedSamples) else num_workers
 
 
-def make_train_loader(dataset: Dataset, sampler: TrainBatches, num_workers: int, device: torch.device) -> DataLoader:
-    """Workers decode and resize; the loader's own generator keeps worker seeding off the global RNG, so that
-    starting an epoch consumes no random numbers (a resumed run draws exactly what the uninterrupted one did)."""
+def make_train_loader(dataset: Dataset, sampler: TrainBatches, num_workers: int, device: torch.device,
+                      collate: Callable[[list], dict] | None = None) -> DataLoader:
+    """Workers decode, resize and `collate` (default: torch's); the loader's own generator keeps worker seeding off
+    the global RNG, so that starting an epoch consumes no random numbers (a resumed run draws exactly what the
+    uninterrupted one did)."""
     num_workers = loader_workers(dataset, num_workers)
     return DataLoader(
         dataset,
         batch_sampler=sampler,
+        collate_fn=collate,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=num_workers > 0,
@@ -38,9 +41,10 @@ def make_train_loader(dataset: Dataset, sampler: TrainBatches, num_workers: int,
 
 
 def make_eval_loader(dataset: Dataset, data: DataConfig, accelerator: Accelerator,
-                     keys: Sequence[Hashable] | None = None) -> DataLoader:
+                     keys: Sequence[Hashable] | None = None,
+                     collate: Callable[[list], dict] | None = None) -> DataLoader:
     """This process's share of the evaluation set, every sample exactly once over all processes; with `keys`
-    (e.g. image sizes) only samples of one key share a batch."""
+    (e.g. image sizes) only samples of one key share a batch; `collate` makes the batches (default: torch's)."""
     batches = EvalBatches(
         len(dataset), data.eval_batch_size or data.batch_size, accelerator.process_index, accelerator.num_processes,
         keys,
@@ -49,6 +53,7 @@ def make_eval_loader(dataset: Dataset, data: DataConfig, accelerator: Accelerato
     return DataLoader(
         dataset,
         batch_sampler=batches,
+        collate_fn=collate,
         num_workers=num_workers,
         pin_memory=accelerator.device.type == "cuda",
         persistent_workers=num_workers > 0,

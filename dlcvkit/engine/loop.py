@@ -73,7 +73,7 @@ def _fit(task: Task, run_dir: Path, *, max_steps: int, resume: bool, overwrite: 
     if dropped := _dropped_samples(len(train_set), recipe.data.batch_size, accum, steps_per_epoch):
         notes.append(dropped)
     if not resume:
-        prepare_run_dir(accelerator, run_dir, resume=False, overwrite=overwrite)
+        prepare_run_dir(accelerator, run_dir, resume=False, overwrite=overwrite, task_files=task.run_files)
 
     set_seed(train.seed)  # the same initial weights on every process
     model = task.build_model()
@@ -87,8 +87,9 @@ def _fit(task: Task, run_dir: Path, *, max_steps: int, resume: bool, overwrite: 
         {"data.train": train_set, "data.val": val_set}, recipe.data.cache, recipe.data.cache_dir,
         workers=recipe.data.num_workers, accelerator=accelerator)
     notes += cache_notes
-    loader = make_train_loader(train_set, sampler, recipe.data.num_workers, accelerator.device)
-    val_loader = make_eval_loader(val_set, recipe.data, accelerator) if val_set is not None else None
+    loader = make_train_loader(train_set, sampler, recipe.data.num_workers, accelerator.device, task.collate)
+    val_loader = (make_eval_loader(val_set, recipe.data, accelerator, collate=task.collate)
+                  if val_set is not None else None)
     total_steps = train.epochs * steps_per_epoch
     warmup = recipe.schedule.warmup_steps or round(recipe.schedule.warmup_epochs * steps_per_epoch)
     stop = min(total_steps, max_steps) if max_steps > 0 else total_steps

@@ -3,9 +3,9 @@
 A new run marks its folder with RUN_MARKER before writing anything else, so that dlcvkit tells its own folders
 from the user's by the marker, not by guessing from file names. A run starts in a new or empty folder; in a
 folder of ours whose run stopped before its first checkpoint (a failed start), it starts again; in one that
-holds a run, only with `--overwrite`. Starting again removes the names in RUN_FILES and nothing else. A
-non-empty folder without the marker is never written into: removing "our" names there could delete the
-user's files.
+holds a run, only with `--overwrite`. Starting again removes the names in RUN_FILES, the new run's Task's
+`run_files` and those of the earlier run's Task (which its marker lists), and nothing else. A non-empty folder
+without the marker is never written into: removing "our" names there could delete the user's files.
 """
 
 from __future__ import annotations
@@ -27,29 +27,36 @@ RUN_MARKER = ".dlcvkit-run"
 # stops the process. A list, so that the CLI can clear it at the start of each command.
 ACTIVE_RUN: list[Path] = []
 REPORT_FILES = ("report.md", "report.html", "curves.png")  # also rewritten by `dlcvkit report RUN_DIR`
-# Everything a run writes into its folder besides the marker (engine, tasks, reports): what a restart removes.
-RUN_FILES = (
-    "recipe.toml", "metrics.jsonl", "checkpoints", "tensorboard", "model.safetensors", "best.safetensors",
-    "ema.safetensors", "backbone.safetensors", "track", "track.png", "tsne", "summary.csv", "mlruns", "wandb",
-    "labels_subset.txt",
-    *REPORT_FILES,
-)
+ENGINE_FILES = ("recipe.toml", "metrics.jsonl", "checkpoints", "tensorboard", "model.safetensors",
+                "best.safetensors", "ema.safetensors")
+LOG_FILES = ("summary.csv", "mlruns", "wandb", *REPORT_FILES)
+MARKER_LISTS = "Files of its Task: "  # the marker's line naming the run's Task's `run_files`
 
 
-def prepare_run_dir(accelerator: Accelerator, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def run_files(task_files: Iterable[str] = ()) -> tuple[str, ...]:
+    """Everything a run writes into its folder besides the marker, in the order the end of a run lists them: the
+    engine's files, its Task's `run_files`, then the logs and reports."""
+    return (*ENGINE_FILES, *task_files, *LOG_FILES)
+
+
+RUN_FILES = run_files()  # what every run may write, whatever its Task
+
+
+def prepare_run_dir(accelerator: Accelerator, run_dir: Path, *, resume: bool, overwrite: bool,
+                    task_files: tuple[str, ...] = ()) -> None:
     """Check RUN_DIR on every process before any of them writes; then, for a new run, the main process creates
-    and marks it, or removes an earlier run's files from it (saying so)."""
-    note = check_run_dir(run_dir, resume, overwrite)
+    and marks it (listing `task_files`, its Task's), or removes an earlier run's files from it (saying so)."""
+    note = check_run_dir(run_dir, resume, overwrite, task_files)
     ACTIVE_RUN[:] = [Path(run_dir)]
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and not resume:
         if note:
             print(f"dlcvkit: note: {note}", file=sys.stderr, flush=True)
-        start_run_dir(run_dir)
+        start_run_dir(run_dir, task_files)
     accelerator.wait_for_everyone()
 
 
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False) -> str | None:
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False, task_files: tuple[str, ...] = ()) -> str | None:
     """Refuse RUN_DIR unless a new run may start there (or, with `resume`, continue); writes nothing. Returns
     a note when an earlier run's files will be removed first."""
     run_dir = Path(run_dir)
@@ -72,7 +79,7 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False) -> str |
                 "--overwrite (only dlcvkit's files are removed), or choose another --out"
             )
         return f"--overwrite: removing the run in {run_dir} (dlcvkit's files only; other files are kept)"
-    if any((run_dir / name).exists() for name in RUN_FILES):
+    if any((run_dir / name).exists() for name in {*run_files(task_files), *_marked_task_files(run_dir)}):
         return (f"--out {run_dir} holds a run that stopped before its first checkpoint: starting it again "
                 "(its files are replaced, other files are kept)")
     return None
@@ -94,12 +101,14 @@ def holds_run(run_dir: Path) -> bool:
     return latest_checkpoint(run_dir) is not None or (Path(run_dir) / "model.safetensors").is_file()
 
 
-def start_run_dir(run_dir: Path) -> None:
-    """Create and mark RUN_DIR, removing an earlier run's files (RUN_FILES) from it; other files stay."""
+def start_run_dir(run_dir: Path, task_files: tuple[str, ...] = ()) -> None:
+    """Create and mark RUN_DIR, removing an earlier run's files (RUN_FILES, its Task's and the new Task's
+    `task_files`) from it; other files stay."""
     run_dir = Path(run_dir)
     try:
-        mark_folder(run_dir)
-        for name in RUN_FILES:
+        earlier = _marked_task_files(run_dir)
+        mark_folder(run_dir, task_files)
+        for name in dict.fromkeys((*run_files(task_files), *earlier)):
             for path in (run_dir / name, run_dir / f".{name}.tmp"):  # and save_weights' temporary file of a kill
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
@@ -109,10 +118,22 @@ def start_run_dir(run_dir: Path) -> None:
         raise DlcvkitError(f"cannot write to the run folder {run_dir} (--out): {e.strerror or e}") from None
 
 
-def mark_folder(folder: Path) -> None:
-    """Create FOLDER (if new) and mark it as dlcvkit's."""
+def mark_folder(folder: Path, task_files: tuple[str, ...] = ()) -> None:
+    """Create FOLDER (if new) and mark it as dlcvkit's, listing the files of its run's Task (if any)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / RUN_MARKER).write_text("Made by dlcvkit: a new run or --overwrite removes only dlcvkit's files.\n")
+    listed = f"{MARKER_LISTS}{' '.join(task_files)}\n" if task_files else ""
+    text = "Made by dlcvkit: a new run or --overwrite removes only dlcvkit's files.\n"
+    (folder / RUN_MARKER).write_text(text + listed)
+
+
+def _marked_task_files(folder: Path) -> list[str]:
+    """The Task files that FOLDER's marker lists: plain names only, so that an edited marker reaches no further."""
+    try:
+        lines = (Path(folder) / RUN_MARKER).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    names = [n for line in lines if line.startswith(MARKER_LISTS) for n in line.removeprefix(MARKER_LISTS).split()]
+    return [n for n in names if n not in (".", "..") and Path(n).name == n]
 
 
 def check_own_folder(folder: Path, option: str = "--out", overwrite: bool = False) -> None:

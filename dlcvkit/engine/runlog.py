@@ -20,7 +20,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 from dlcvkit.engine.checkpoint import kept_checkpoint
 from dlcvkit.engine.diskfull import append, write_atomic
-from dlcvkit.engine.rundir import RUN_FILES
+from dlcvkit.engine.rundir import run_files
 from dlcvkit.errors import DlcvkitError
 
 METRICS_FILE = "metrics.jsonl"
@@ -204,9 +204,10 @@ def write_summary_csv(records: list[dict], path: Path) -> None:
     write_atomic(path, table.getvalue())
 
 
-def end_of_run(summary: dict, run_dir: Path) -> list[str]:
+def end_of_run(summary: dict, run_dir: Path, task_files: tuple[str, ...] = ()) -> list[str]:
     """The lines that close a run (`fit`'s summary): steps run of planned and wall time, the final metrics, the
-    best metric by name with its epoch and step, and the files in the run folder."""
+    best metric by name with its epoch and step, and the files in the run folder (the engine's and `task_files`,
+    its Task's)."""
     run_dir = Path(run_dir)
     step, total = summary["step"], summary["total_steps"]
     cut = f"stopped early (--max-steps): {step} of {total} steps, " if step < total else f"done: {step} steps, "
@@ -216,7 +217,8 @@ def end_of_run(summary: dict, run_dir: Path) -> list[str]:
     if summary["best"] is not None:
         lines.append(f"best {summary['best_metric']} {summary['best']:.4f} at epoch {summary['best_epoch']} "
                      f"(step {summary['best_step']}): {run_dir / 'best.safetensors'}")
-    written = [f"{name}/" if (run_dir / name).is_dir() else name for name in RUN_FILES if (run_dir / name).exists()]
+    written = [f"{name}/" if (run_dir / name).is_dir() else name for name in run_files(task_files)
+               if (run_dir / name).exists()]
     lines.append(f"files in {run_dir}: {', '.join(written)}")
     return lines
 

@@ -1,4 +1,7 @@
-"""The small object a recipe plugs into the engine's loop: build the model, compute a batch's loss, evaluate."""
+"""The Task contract: the small object a recipe plugs into the engine's loop. A new Task is one module (its recipe
+dataclass and Task class), one shipped recipe (dlcvkit/recipes/NAME.toml) and one line in
+`dlcvkit.tasks.registry.TASKS` (which also holds its `--help` text and example, so that the CLI starts without
+importing torch). Every hook is declared here; override what the job needs."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from dlcvkit.config import Recipe
 from dlcvkit.engine.ema import EMA
@@ -31,19 +34,40 @@ class Task:
     """Override what the job needs; the defaults do nothing. Batches are dicts of tensors (see dlcvkit.data)."""
 
     best_metric: str | None = None  # validation metric whose maximum is kept as RUN_DIR/best.safetensors
+    run_files: tuple[str, ...] = ()  # what the Task writes into RUN_DIR besides the engine (a restart removes them)
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
+        self._train: Dataset | None = None
+
+    @classmethod
+    def open_train(cls, recipe: Recipe) -> Dataset:
+        """The training set of `recipe`, opened without building the Task (what `resolve` reads)."""
+        raise NotImplementedError
+
+    @classmethod
+    def resolve(cls, recipe: Recipe) -> Recipe:
+        """The recipe completed with what its training data decides, as a copy (default: the recipe as it is)."""
+        return recipe
 
     def build_model(self) -> nn.Module:
         """The module the optimizer trains (its forward is what `loss` calls)."""
         raise NotImplementedError
 
     def train_dataset(self) -> Dataset:
-        raise NotImplementedError
+        """The training set: `open_train`'s, opened once."""
+        if self._train is None:
+            self._train = self.open_train(self.recipe)
+        return self._train
 
     def val_dataset(self) -> Dataset | None:
+        """The validation set, or None (then `evaluate` is never called)."""
         return None
+
+    @staticmethod
+    def collate(samples: list[dict]) -> dict:
+        """One batch of a list of samples, in the DataLoader's workers (default: torch's `default_collate`)."""
+        return default_collate(samples)
 
     def augment(self, batch: dict) -> dict:
         """Augment a batch already on the device (no gradient)."""

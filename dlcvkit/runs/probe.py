@@ -23,9 +23,9 @@ from dlcvkit.engine.distributed import pick_device
 from dlcvkit.engine.metrics import knn_predict
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.backbones import backbone_metadata, create_backbone, load_backbone_weights
-from dlcvkit.runs.features import extract_features
+from dlcvkit.engine.features import extract_features
 from dlcvkit.runs.load import eval_data
-from dlcvkit.tasks.finetune import office_home_splits
+from dlcvkit.data.office_home import office_home_splits
 
 KNN_K = 20
 

@@ -11,7 +11,7 @@ from dlcvkit.data.datasets import open_labeled
 from dlcvkit.engine.distributed import pick_device
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.runs.ensemble import load_members
-from dlcvkit.runs.features import extract_features
+from dlcvkit.engine.features import extract_features
 from dlcvkit.runs.load import eval_data
 from dlcvkit.viz.tsne import plot_embedding
 

@@ -23,7 +23,7 @@ from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.byol import BYOL, build_byol
-from dlcvkit.tasks.finetune import office_home_splits
+from dlcvkit.data.office_home import office_home_splits
 
 BACKBONE_FILE = "backbone.safetensors"
 QUERY_EVERY = 5  # of the monitor set, samples 4, 9, 14, ... are classified by the kNN of all the others
@@ -62,22 +62,22 @@ class ByolRecipe(Recipe):
 
 
 class ByolTask(Task):
+    run_files = (BACKBONE_FILE,)
+
     def __init__(self, recipe: ByolRecipe) -> None:
         super().__init__(recipe)
         self._views = byol_views(recipe.aug.preset, recipe.data.img_size, recipe.aug.compile)
-        self._train = None
 
     def build_model(self) -> BYOL:
         m = self.recipe.model
         return build_byol(m.backbone, m.pretrained, m.projection_hidden, m.projection_dim, m.prediction_hidden)
 
-    def train_dataset(self) -> UnlabeledFolder:
-        data = self.recipe.data
+    @classmethod
+    def open_train(cls, recipe: ByolRecipe) -> UnlabeledFolder:
+        data = recipe.data
         if not data.train:
             raise DlcvkitError("no training images: pass --data DIR (a folder of images, e.g. mini/train)")
-        if self._train is None:
-            self._train = UnlabeledFolder(data.train, size=data.img_size)
-        return self._train
+        return UnlabeledFolder(data.train, size=data.img_size)
 
     def val_dataset(self):
         """The monitor set, if any."""

@@ -3,8 +3,9 @@ optional mixup/cutmix), accuracy and per-class accuracy."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -60,10 +61,9 @@ class ClassifyTask(Task):
     best_metric = "acc"
 
     def __init__(self, recipe: ClassifyRecipe) -> None:
-        """`recipe.model.num_classes` must be set: `dlcvkit.config.resolve` takes it from the training data."""
+        """`recipe.model.num_classes` must be set: `resolve` takes it from the training data."""
         super().__init__(recipe)
         self.num_classes = recipe.model.num_classes
-        self._train = None
         aug = recipe.aug
         self._augment = classification_augment(aug.preset, recipe.data.img_size)
         self._mix = mixup_cutmix(aug.mixup, aug.cutmix, aug.mix_prob, aug.switch_prob, aug.label_smoothing,
@@ -77,8 +77,13 @@ class ClassifyTask(Task):
         return build_classifier(m.backbone, self.num_classes, m.head, m.dropout, m.pretrained, m.freeze_backbone,
                                 pool=m.pool, grid=m.grid, small_images=m.small_images, input_size=m.input_size)
 
-    @staticmethod
-    def open_train(recipe: ClassifyRecipe):
+    @classmethod
+    def resolve(cls, recipe: ClassifyRecipe) -> ClassifyRecipe:
+        """`model.num_classes` 0 becomes the training set's number of classes."""
+        return resolve_num_classes(recipe, lambda: cls.open_train(recipe))
+
+    @classmethod
+    def open_train(cls, recipe: ClassifyRecipe):
         """The labelled training set of `recipe.data` (its labels checked against `model.num_classes` if set, else
         for gaps: the classes are then 0..C-1, each present)."""
         data = recipe.data
@@ -89,11 +94,6 @@ class ClassifyTask(Task):
         if not recipe.model.num_classes:
             classes_from_labels(dataset)
         return dataset
-
-    def train_dataset(self):
-        if self._train is None:
-            self._train = self.open_train(self.recipe)
-        return self._train
 
     def val_dataset(self):
         data = self.recipe.data
@@ -127,6 +127,19 @@ class ClassifyTask(Task):
             confusion.update(classifier_logits(model, batch["image"]).argmax(dim=1), batch["label"])
         matrix = confusion.reduce(ctx.accelerator)
         return {"acc": accuracy(matrix), "per_class_acc": per_class_accuracy(matrix).tolist()}
+
+
+R = TypeVar("R")
+
+
+def resolve_num_classes(recipe: R, open_train: Callable[[], Any]) -> R:
+    """The recipe completed with what its training data decides, as a copy: `model.num_classes` 0 becomes the
+    training set's number of classes (`open_train()` opens it, only then). A run writes the resolved recipe, so
+    its folder alone rebuilds the model."""
+    model = getattr(recipe, "model", None)
+    if getattr(model, "num_classes", None) != 0:
+        return recipe
+    return replace(recipe, model=replace(model, num_classes=open_train().num_classes))
 
 
 def _labelled(dataset, option: str):

@@ -5,23 +5,18 @@ that starts from nothing (A), a supervised file (B full, D frozen) or our BYOL `
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from dlcvkit.data.subset import LabelSubset, balanced_indices
-from dlcvkit.engine.rundir import check_series_dir, mark_folder
+from dlcvkit.engine.features import extract_features
 from dlcvkit.engine.task import RunContext
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.backbones import load_backbone_weights
 from dlcvkit.models.classifier import Classifier
-from dlcvkit.outputs import check_output_file
-from dlcvkit.runs.features import extract_features
 from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
-from dlcvkit.tasks.registry import run_training
 
 
 @dataclass(frozen=True)
@@ -41,8 +36,8 @@ SETTINGS = {
     "D": Setting("w/ labels (supervised backbone)", "frozen backbone, classifier only", "supervised", True),
     "E": Setting("w/o labels (our BYOL backbone)", "frozen backbone, classifier only", "byol", True),
 }
-SETTINGS_TABLE_FILES = ("settings.csv", "settings.md")  # beside the settings' run folders OUT/A ... OUT/E
 LABELS_SUBSET = "labels_subset.txt"  # RUN_DIR's list of the training files used with label_fraction < 1
+TSNE_DIR = "tsne"  # RUN_DIR/tsne/epoch_XXX.png, with viz.tsne_every
 
 
 @dataclass
@@ -73,15 +68,9 @@ def setting_overrides(setting: str, backbone: str | Path | None) -> list[str]:
     return [f'setting="{setting}"', f"model.pretrained={path}", f"model.freeze_backbone={str(row.freeze).lower()}"]
 
 
-def office_home_splits(root: str | Path) -> tuple[Path, Path] | None:
-    """(root/train, root/val) when `root` is an Office-Home folder (train/ + train.csv, val/ + val.csv)."""
-    root = Path(root)
-    if all((root / f"{split}.csv").is_file() and (root / split).is_dir() for split in ("train", "val")):
-        return root / "train", root / "val"
-    return None
-
-
 class FinetuneTask(ClassifyTask):
+    run_files = (TSNE_DIR, LABELS_SUBSET)
+
     def __init__(self, recipe: FinetuneRecipe) -> None:
         super().__init__(recipe)
         self._subset = None
@@ -136,45 +125,5 @@ class FinetuneTask(ClassifyTask):
         features, labels = extract_features(model.features, self.val_dataset(), self.recipe.data, ctx.accelerator.device)
         model.train(was_training)
         title = f"setting {self.recipe.setting} " if self.recipe.setting else ""
-        plot_embedding(features, labels, ctx.run_dir / "tsne" / f"epoch_{ctx.epoch:03d}.png",
+        plot_embedding(features, labels, ctx.run_dir / TSNE_DIR / f"epoch_{ctx.epoch:03d}.png",
                        title=f"{title}epoch {ctx.epoch}: t-SNE of the validation features", seed=self.recipe.train.seed)
-
-
-def write_settings_table(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
-    """The A–E table (setting, pre-training, fine-tuning, validation accuracy) as settings.csv and settings.md."""
-    header = ["setting", "pre-training", "fine-tuning", "validation accuracy"]
-    csv_path, md_path = (out_dir / name for name in SETTINGS_TABLE_FILES)
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows([r["setting"], r["pretraining"], r["finetuning"], f"{r['acc']:.4f}"] for r in rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [f"| {r['setting']} | {r['pretraining']} | {r['finetuning']} | {r['acc']:.4f} |" for r in rows]
-    md_path.write_text("\n".join(lines) + "\n")
-    return csv_path, md_path
-
-
-def run_all_settings(recipe: Path | None, data: str | None, val: str, out: Path, overrides: list[str],
-                     max_steps: int, supervised: Path | None, byol_backbone: Path | None,
-                     overwrite: bool = False, names: str = "ABCDE") -> tuple[list[dict], Path, Path] | None:
-    """Run the settings `names` (A–E) into OUT/A ... OUT/E and write the table as OUT/settings.csv and
-    OUT/settings.md; (its rows, the two paths) on the main process of a launch, which alone writes it, None on
-    the others."""
-    main = int(os.environ.get("RANK", "0")) == 0  # one table, written by the main process of a launch
-    chosen = {name: SETTINGS[name] for name in names}
-    check_series_dir(out, chosen, overwrite)  # before any setting trains: none is refused after others ran
-    for table_file in SETTINGS_TABLE_FILES:
-        check_output_file(out / table_file, "--out", overwrite)
-    if main:
-        mark_folder(out)
-    files = {"": None, "supervised": supervised, "byol": byol_backbone}
-    rows = []
-    for name, row in chosen.items():
-        summary = run_training("finetune", recipe=recipe, data=data, val=val, out=out / name,
-                               overrides=overrides + setting_overrides(name, files[row.source]), max_steps=max_steps,
-                               resume=None, overwrite=overwrite)
-        rows.append({"setting": name, "pretraining": row.pretraining, "finetuning": row.finetuning,
-                     "acc": summary["best"] if summary["best"] is not None else summary["metrics"]["acc"]})
-    if not main:
-        return None
-    return rows, *write_settings_table(rows, out)

@@ -22,7 +22,8 @@ from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.segmenters import INPUT_MULTIPLE, build_segmenter
 from dlcvkit.viz.masks import prediction_grid
 
-TRACK_DIR = "track"  # RUN_DIR/track/epoch_XXX/NAME_mask.png, and the grid RUN_DIR/track.png
+TRACK_DIR = "track"  # RUN_DIR/track/epoch_XXX/NAME_mask.png
+TRACK_GRID = "track.png"  # RUN_DIR/track.png: image, ground truth, predictions after three epochs
 
 
 @dataclass
@@ -69,6 +70,7 @@ def red_class(red_as: int) -> int | None:
 
 class SegmentTask(Task):
     best_metric = "miou"
+    run_files = (TRACK_DIR, TRACK_GRID)
 
     def __init__(self, recipe: SegmentRecipe) -> None:
         super().__init__(recipe)
@@ -87,8 +89,9 @@ class SegmentTask(Task):
         m = self.recipe.model
         return build_segmenter(m.name, m.backbone, NUM_CLASSES, m.pretrained, m.output_stride, fcn_width=m.fcn_width)
 
-    def train_dataset(self) -> SatellitePairs:
-        data = self.recipe.data
+    @classmethod
+    def open_train(cls, recipe: SegmentRecipe) -> SatellitePairs:
+        data = recipe.data
         if not data.train:
             raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
         return SatellitePairs(data.train, size=data.img_size, red_as=red_class(data.red_as),
@@ -152,7 +155,7 @@ class SegmentTask(Task):
             for folder in chosen
         ]
         rows = [(name, sample["image"], sample["mask"]) for name, sample in zip(names, self._tracked())]
-        prediction_grid(Path(ctx.run_dir) / "track.png", rows, columns)
+        prediction_grid(Path(ctx.run_dir) / TRACK_GRID, rows, columns)
 
     def _tracked(self) -> list[dict]:
         """The tracked validation samples at the training size (read once)."""

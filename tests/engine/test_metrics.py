@@ -67,7 +67,7 @@ def test_mean_iou_absent_policy_nan_as_the_course_or_skip_the_absent_classes():
 
 
 def test_training_and_eval_seg_share_the_mean_iou():
-    from dlcvkit.data.scoring import iou_report
+    from dlcvkit.runs.scoring import iou_report
     from dlcvkit.tasks.segment import segmentation_metrics
 
     c = Confusion(7)

@@ -14,7 +14,7 @@ from dlcvkit.engine.runlog import read_metrics
 from dlcvkit.engine.weights import read_state_dict
 from dlcvkit.models.segmenters import build_segmenter
 from tests.cli_runner import dlcvkit, dlcvkit_here
-from tests.data.test_scoring import _course_script
+from tests.runs.test_scoring import _course_script
 
 TRACK = ["0000", "0003"]
 RECIPE = """task = "segment"
