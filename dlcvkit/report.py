@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlcvkit.engine.checkpoint import STATE_FILE, latest_checkpoint
-from dlcvkit.engine.diskfull import write_atomic
+from dlcvkit.diskfull import write_atomic
 from dlcvkit.engine.runlog import read_metrics
 from dlcvkit.errors import DlcvkitError
 

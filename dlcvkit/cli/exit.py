@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from dlcvkit.engine.diskfull import no_room
+from dlcvkit.diskfull import no_room
 from dlcvkit.engine.interrupt import TrainingInterrupted
 from dlcvkit.errors import DlcvkitError
 

@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import load as load_pickle
 from torch import nn
 
-from dlcvkit.engine.diskfull import write_atomic, writing
+from dlcvkit.diskfull import write_atomic, writing
 from dlcvkit.engine.weights import load_weights, read_state_dict, save_weights, with_default_mode
 from dlcvkit.errors import DlcvkitError, first_line
 

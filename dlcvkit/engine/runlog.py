@@ -19,7 +19,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from dlcvkit.engine.checkpoint import kept_checkpoint
-from dlcvkit.engine.diskfull import append, write_atomic
+from dlcvkit.diskfull import append, write_atomic
 from dlcvkit.engine.rundir import run_files
 from dlcvkit.errors import DlcvkitError
 

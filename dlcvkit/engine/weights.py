@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from dlcvkit.engine.diskfull import writing
+from dlcvkit.diskfull import writing
 from dlcvkit.errors import DlcvkitError, first_line
 
 

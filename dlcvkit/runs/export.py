@@ -23,7 +23,7 @@ from torch import nn
 from dlcvkit.augment.common import normalize
 from dlcvkit.config import Recipe, TrainConfig
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES
-from dlcvkit.engine.diskfull import writing
+from dlcvkit.diskfull import writing
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.classifier import Classifier
 from dlcvkit.outputs import check_output_file

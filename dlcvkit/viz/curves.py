@@ -13,7 +13,7 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backe
 from matplotlib.ticker import MaxNLocator
 
 from dlcvkit.data.masks import CLASS_NAMES, PALETTE
-from dlcvkit.engine.diskfull import writing
+from dlcvkit.diskfull import writing
 
 # per-class IoU key (as the segmentation task logs it) -> the class's mask colour
 CLASS_COLOURS = {f"iou_{name.lower()}": tuple((PALETTE[i] / 255).tolist()) for i, name in enumerate(CLASS_NAMES)}

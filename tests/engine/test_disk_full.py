@@ -132,7 +132,7 @@ def test_the_cli_ends_a_full_disk_of_any_library_in_one_line(error, line, capsys
 
 def test_torchs_zip_writer_past_the_file_size_limit_is_named(tmp_path, file_size_limit):
     """torch's RuntimeError ("enforce fail at inline_container.cc ... unexpected pos") carries no errno."""
-    from dlcvkit.engine.diskfull import DiskFull, writing
+    from dlcvkit.diskfull import DiskFull, writing
 
     file_size_limit()
     with pytest.raises(DiskFull) as failed, writing(tmp_path / "state.bin", partial=tmp_path / "state.bin"):
