@@ -106,8 +106,8 @@ _PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _DEFLATE_RATIO = 1032
 
 
-def _check_png(path: str | os.PathLike, data: memoryview) -> tuple[int, int]:
-    """(height, width) of the PNG `data`, after checking its structure: every chunk within the file with its
+def _check_png(path: str | os.PathLike, data: memoryview) -> int:
+    """The colour type of the PNG `data` (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA), after checking its structure: every chunk within the file with its
     CRC, IHDR first, IEND present, IDAT data enough for the claimed size. Done here because PIL does not check
     the CRCs of IDAT chunks (a damaged pixel byte would decode to wrong pixels) nor lengths before allocating."""
     pos, header, idat = 8, None, 0
@@ -137,17 +137,17 @@ def _check_png(path: str | os.PathLike, data: memoryview) -> tuple[int, int]:
     if height * (width * depth * _PNG_SAMPLES[colour] // 8) > _DEFLATE_RATIO * idat:
         raise _bad(path, f"its header claims {width}x{height} pixels but its IDAT chunks hold {idat} bytes, too "
                          "few for them (a damaged header or truncated data)")
-    return height, width
+    return colour
 
 
 def _decode_png(path: str | os.PathLike, data: memoryview, grey: bool) -> torch.Tensor:
     """`_decode` of a PNG, by PIL, with the pixels torchvision's decoder gives: 16-bit samples keep their high
     byte, alpha is dropped, grey and palette files are expanded to RGB; `grey` reads grey files only."""
-    _check_png(path, data)
+    colour = _check_png(path, data)
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            pixels = _png_pixels(path, img, grey)
+            pixels = _png_pixels(path, img, colour, grey)
     except DlcvkitError:
         raise
     except Exception as e:  # noqa: BLE001 - PIL fails in many ways (OSError, SyntaxError, ValueError, EOFError...)
@@ -155,17 +155,19 @@ def _decode_png(path: str | os.PathLike, data: memoryview, grey: bool) -> torch.
     return torch.from_numpy(pixels).permute(2, 0, 1)  # h w c memory, as torchvision's
 
 
-def _png_pixels(path: str | os.PathLike, img: Image.Image, grey: bool) -> np.ndarray:
-    """uint8 `h w c` (c = 1 with `grey`, else 3) of a decoded PNG image."""
+def _png_pixels(path: str | os.PathLike, img: Image.Image, colour: int, grey: bool) -> np.ndarray:
+    """uint8 `h w c` (c = 1 with `grey`, else 3) of a decoded PNG image of colour type `colour`."""
     if img.mode.startswith("I"):  # 16-bit grey: its high byte, as torchvision's to_dtype
         pixels = (np.asarray(img) >> 8).astype(np.uint8)
-    elif grey and img.mode not in ("1", "L", "LA"):
+    elif grey and colour not in (0, 4):
         # libpng's colour-to-grey conversion goes through gamma tables that PIL does not reproduce, and the one
         # caller (index masks) reads grey files only
         raise DlcvkitError(f"cannot read image {path} as grey: it is a colour PNG (mode {img.mode}); read it in "
                            "colour, or store grey values in a greyscale PNG")
+    elif grey:  # PIL opens 16-bit grey+alpha as RGBA, its grey in every colour channel
+        pixels = np.asarray(img.convert("L") if img.mode in ("1", "L") else img.getchannel(0))
     else:
-        pixels = np.asarray(img.convert("L" if grey else "RGB"))
+        pixels = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 1 if grey else 3, axis=2)  # a writable copy, h w c
     return pixels if pixels.flags.writeable else pixels.copy()
