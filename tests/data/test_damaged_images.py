@@ -264,15 +264,18 @@ def test_eval_of_a_damaged_prediction_names_it(seg, capsys):
 
 
 @pytest.mark.slow
-def test_two_processes_on_damaged_masks_both_exit_2_without_a_segfault(seg):
+def test_two_processes_on_damaged_masks_end_in_exit_2_without_a_segfault(seg):
     data = seg / "all_damaged"
     synth_seg(data, n=4, size=32)
     for path in data.glob("*_mask.png"):  # each process meets one in its first batch
         _flip_pixel_byte(path)
     proc = dlcvkit("launch", "--procs", 2, "--", "segment", "-r", seg / "seg.toml", "--data", data, "--out",
                    seg / "two", check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert not re.search(r"Segmentation fault|SIGSEGV|Signal 11|exitcode\s*:\s*-11|Traceback", proc.stderr), proc.stderr
-    for rank in (0, 1):
-        assert re.search(rf"\[process {rank} of 2\] error: cannot decode image \S*_mask\.png: 'IDAT' chunk",
-                         proc.stderr), proc.stderr
+    assert proc.returncode != 0, proc.stderr
+    # torchrun's report of each process: exit 2, or SIGTERM (-15) where torchrun stopped it after the other's
+    # exit; never another signal (a segfault shows as -11)
+    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", proc.stderr)
+    assert "2" in codes and set(codes) <= {"2", "-15"}, proc.stderr
+    assert not re.search(r"Segmentation fault|SIGSEGV|Signal 11|libpng error", proc.stderr), proc.stderr
+    assert re.search(r"\[process [01] of 2\] error: cannot decode image \S*_mask\.png: 'IDAT' chunk at byte \d+: "
+                     r"CRC error", proc.stderr), proc.stderr
