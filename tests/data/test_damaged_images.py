@@ -21,6 +21,7 @@ from dlcvkit.data.images import read_image
 from dlcvkit.data.synth import synth_seg
 from dlcvkit.errors import DlcvkitError
 from tests.cli_runner import dlcvkit, dlcvkit_here
+from tests.data.test_inputs import SEG
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -178,20 +179,6 @@ def test_one_damaged_byte_anywhere_never_crashes_and_is_named(tmp_path):
             assert counts["refused claims 20000x20000"] == counts["refused claims 9000x9000"] == 1, (name, counts)
         else:  # JPEG has no checksum: damage may decode, to other pixels, but never crashes
             assert counts["refused claims 20000x20000"] == 1, (name, counts)
-
-
-SEG = """task = "segment"
-[data]
-img_size = 32
-batch_size = 2
-num_workers = 0
-[model]
-name = "fcn32s"
-backbone = "test_resnet"
-fcn_width = 8
-[train]
-epochs = 1
-"""
 
 
 def _flip_pixel_byte(path):
