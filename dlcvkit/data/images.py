@@ -6,6 +6,7 @@ import io
 import os
 import re
 import warnings
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,7 +66,15 @@ def _file_bytes(path: str | os.PathLike) -> torch.Tensor:
 
 
 def _decode(path: str | os.PathLike, data: torch.Tensor, grey: bool = False) -> torch.Tensor:
-    """`read_image` of the file `path` whose bytes are `data`."""
+    """`read_image` of the file `path` whose bytes are `data`. PNGs are checked (`_check_png`) and decoded by
+    PIL: torchvision's libpng reader dies by a segmentation fault on any libpng error, a bad CRC or zlib stream
+    among them (pytorch/vision#3613), where PIL raises. JPEGs (whose reader survives damage) go to torchvision."""
+    view = memoryview(data.numpy())  # the same bytes, no copy
+    if view[:8] == PNG_SIGNATURE:
+        return _decode_png(path, view, grey)
+    size = _jpeg_size(view)
+    if size is not None:
+        _check_pixels(path, size)
     try:
         with _torchvision_io():
             img = decode_image(data, mode=ImageReadMode.GRAY if grey else ImageReadMode.RGB)
@@ -74,6 +83,94 @@ def _decode(path: str | os.PathLike, data: torch.Tensor, grey: bool = False) -> 
     if img.dtype != torch.uint8:  # 16-bit PNG
         img = F.to_dtype(img, torch.uint8, scale=True)
     return img
+
+
+def _bad(path: str | os.PathLike, reason: str) -> DlcvkitError:
+    return DlcvkitError(f"cannot decode image {path}: {reason}; remove or replace it")
+
+
+def _check_pixels(path: str | os.PathLike, hw: tuple[int, int]) -> None:
+    """Refuse a header claiming more pixels than PIL opens (2 x Image.MAX_IMAGE_PIXELS, its decompression-bomb
+    guard, which `image_header` applies too) before anything that large is allocated."""
+    limit = Image.MAX_IMAGE_PIXELS and 2 * Image.MAX_IMAGE_PIXELS
+    if limit and hw[0] * hw[1] > limit:
+        raise _bad(path, f"its header claims {hw[1]}x{hw[0]} pixels, more than the {limit} that PIL opens "
+                         "(PIL.Image.MAX_IMAGE_PIXELS); a damaged header or a decompression bomb")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# bits per pixel of each PNG colour type (grey, RGB, palette, grey+alpha, RGBA) per bit of depth
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# deflate's largest compression ratio (258-byte matches coded in 2 bits; zlib's FAQ says 1032:1): a file whose
+# IDAT data cannot hold the pixels its header claims is damaged, refused before they are allocated
+_DEFLATE_RATIO = 1032
+
+
+def _check_png(path: str | os.PathLike, data: memoryview) -> int:
+    """The colour type of the PNG `data` (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA), after checking its structure: every chunk within the file with its
+    CRC, IHDR first, IEND present, IDAT data enough for the claimed size. Done here because PIL does not check
+    the CRCs of IDAT chunks (a damaged pixel byte would decode to wrong pixels) nor lengths before allocating."""
+    pos, header, idat = 8, None, 0
+    while True:
+        if pos + 12 > len(data):
+            raise _bad(path, f"the file ends at byte {len(data)} before its IEND chunk (truncated)")
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = bytes(data[pos + 4:pos + 8]).decode("latin-1")
+        end = pos + 12 + length
+        if end > len(data):
+            raise _bad(path, f"{kind!r} chunk at byte {pos} runs past the end of the file (truncated or damaged)")
+        if zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            raise _bad(path, f"{kind!r} chunk at byte {pos}: CRC error (a damaged byte)")
+        if header is None:
+            if kind != "IHDR" or length != 13:
+                raise _bad(path, "no IHDR chunk at its start (a damaged PNG)")
+            header = data[pos + 8:end - 4]
+        idat += length if kind == "IDAT" else 0
+        if kind == "IEND":
+            break
+        pos = end
+    width, height = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
+    depth, colour = header[8], header[9]
+    if not (width and height) or colour not in _PNG_SAMPLES:
+        raise _bad(path, f"its IHDR chunk claims {width}x{height} pixels of colour type {colour} (a damaged PNG)")
+    _check_pixels(path, (height, width))
+    if height * (width * depth * _PNG_SAMPLES[colour] // 8) > _DEFLATE_RATIO * idat:
+        raise _bad(path, f"its header claims {width}x{height} pixels but its IDAT chunks hold {idat} bytes, too "
+                         "few for them (a damaged header or truncated data)")
+    return colour
+
+
+def _decode_png(path: str | os.PathLike, data: memoryview, grey: bool) -> torch.Tensor:
+    """`_decode` of a PNG, by PIL, with the pixels torchvision's decoder gives: 16-bit samples keep their high
+    byte, alpha is dropped, grey and palette files are expanded to RGB; `grey` reads grey files only."""
+    colour = _check_png(path, data)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            pixels = _png_pixels(path, img, colour, grey)
+    except DlcvkitError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PIL fails in many ways (OSError, SyntaxError, ValueError, EOFError...)
+        raise _bad(path, _reason(e)) from e
+    return torch.from_numpy(pixels).permute(2, 0, 1)  # h w c memory, as torchvision's
+
+
+def _png_pixels(path: str | os.PathLike, img: Image.Image, colour: int, grey: bool) -> np.ndarray:
+    """uint8 `h w c` (c = 1 with `grey`, else 3) of a decoded PNG image of colour type `colour`."""
+    if img.mode.startswith("I"):  # 16-bit grey: its high byte, as torchvision's to_dtype
+        pixels = (np.asarray(img) >> 8).astype(np.uint8)
+    elif grey and colour not in (0, 4):
+        # libpng's colour-to-grey conversion goes through gamma tables that PIL does not reproduce, and the one
+        # caller (index masks) reads grey files only
+        raise DlcvkitError(f"cannot read image {path} as grey: it is a colour PNG (mode {img.mode}); read it in "
+                           "colour, or store grey values in a greyscale PNG")
+    elif grey:  # PIL opens 16-bit grey+alpha as RGBA, its grey in every colour channel
+        pixels = np.asarray(img.convert("L") if img.mode in ("1", "L") else img.getchannel(0))
+    else:
+        pixels = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 1 if grey else 3, axis=2)  # a writable copy, h w c
+    return pixels if pixels.flags.writeable else pixels.copy()
 
 
 def image_header(path: str | os.PathLike) -> tuple[tuple[int, int], str]:
