@@ -1,0 +1,83 @@
+"""launch/slurm.sbatch under a real SLURM: a 2-process CPU run to the end, and the signals of preemption."""
+
+import json
+import os
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.cli_runner import dlcvkit
+
+pytestmark = pytest.mark.slow
+TEMPLATE = Path(__file__).resolve().parents[2] / "launch" / "slurm.sbatch"
+CPU_2PROC = ("--gpus-per-node=0", "--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=2")
+
+
+def test_template_runs_a_two_process_segmentation_on_cpu_nodes(slurm, tmp_path):
+    data = tmp_path / "seg"
+    dlcvkit("data", "synth", "seg", "--out", data, "--n", 8, "--img-size", 32)
+    job = slurm.submit(TEMPLATE, "segment", "-r", "demo_seg", "--data", data, "--val", data, "--out",
+                       tmp_path / "run", "--max-steps", 2, "--set", "data.img_size=32",
+                       sbatch=CPU_2PROC, env={"DLCVKIT_PROCS_PER_NODE": "2"}, cwd=tmp_path)
+    info = slurm.wait(job, "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+    log = slurm.log(job)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log
+    assert slurm.logs[job] == tmp_path / f"dlcvkit-{job}.out"  # the header's --output, in the submit folder
+    host = info["NodeList"]
+    assert f"dlcvkit: job {job} start 1 (restart count 0), nodes {host} (1), 2 processes (2 per node)," in log
+    assert "SegmentTask: 8 steps (1/epoch), 2 process(es) on cpu" in log
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert (tmp_path / "run" / "model.safetensors").is_file() and steps[-1] == 2, log
+
+
+# A stand-in for dlcvkit that the template starts instead (found first on PYTHONPATH): each process notes the
+# signals it receives in files named after the job's start and its rank, and ends on SIGTERM. A requeued start
+# ends at once.
+STANDIN = """
+import os, signal, sys, time
+notes, rank, start = os.environ["NOTES"], os.environ["RANK"], os.environ.get("SLURM_RESTART_COUNT", "0")
+
+def note(signum, frame):
+    with open(os.path.join(notes, f"start{start}-rank{rank}-{signal.Signals(signum).name}"), "w") as f:
+        f.write(str(os.getpid()))
+    if signum == signal.SIGTERM:
+        sys.exit(0)
+
+for s in (signal.SIGTERM, signal.SIGUSR1):
+    signal.signal(s, note)
+note(signal.SIGCONT, None)  # ready
+if start == "0":
+    time.sleep(300)
+"""
+
+
+def test_requeue_and_the_warning_signal_reach_every_process_and_the_job_comes_back(slurm, tmp_path):
+    (tmp_path / "standin" / "dlcvkit").mkdir(parents=True)
+    (tmp_path / "standin" / "dlcvkit" / "__init__.py").write_text("")  # a package, not a namespace portion
+    (tmp_path / "standin" / "dlcvkit" / "__main__.py").write_text(STANDIN)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    env = {"DLCVKIT_PROCS_PER_NODE": "2", "NOTES": str(notes),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "standin"), os.environ.get("PYTHONPATH", "")])}
+    job = slurm.submit(TEMPLATE, "segment", "--out", "RUN", sbatch=CPU_2PROC, env=env, cwd=tmp_path)
+
+    def noted(*names):
+        slurm.wait_for(lambda: all((notes / n).exists() for n in names), f"{names} in {notes}", job)
+        return [(notes / n).read_text() for n in names]
+
+    ready = noted("start0-rank0-SIGCONT", "start0-rank1-SIGCONT")
+    slurm.signal(job, "USR1")
+    assert noted("start0-rank0-SIGUSR1", "start0-rank1-SIGUSR1") == ready
+    slurm.requeue(job)  # SIGTERM: the same processes, so the launchers outlived SIGUSR1
+    assert noted("start0-rank0-SIGTERM", "start0-rank1-SIGTERM") == ready
+    info = slurm.wait(job, "COMPLETED", "FAILED", "CANCELLED", timeout=120)
+    log = slurm.log(job)
+    assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1"), log
+    assert noted("start1-rank0-SIGCONT", "start1-rank1-SIGCONT")
+    host = info["NodeList"]
+    assert f"dlcvkit: job {job} start 1 (restart count 0), nodes {host} (1), 2 processes (2 per node)," in log
+    assert f"dlcvkit: job {job} start 2 (restart count 1), nodes {host} (1), 2 processes (2 per node)," in log
+    # The first start ended by the requeue, not earlier: SIGUSR1 did not end the batch shell either.
+    assert re.search(rf"\*\*\* JOB {job} ON {host} CANCELLED AT \S+ DUE TO JOB REQUEUE \*\*\*", log), log
