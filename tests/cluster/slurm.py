@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+TEMPLATE = Path(__file__).resolve().parents[2] / "launch" / "slurm.sbatch"
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "DEADLINE",
+         "BOOT_FAIL")
 PACKAGES = {"slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "sbatch": "slurm-wlm", "munged": "munge"}
 CONFIG = """\
 ClusterName=dlcvkit-tests
@@ -79,13 +82,21 @@ class Slurm:
         self.logs[job] = Path(self.job(job)["StdOut"])
         return job
 
+    def launch(self, *command, procs: int = 2, cwd: Path, env: dict | None = None) -> str:
+        """launch/slurm.sbatch running `dlcvkit COMMAND...` as `procs` CPU processes on one node; the job id.
+        Its log is cwd/dlcvkit-JOBID.out."""
+        return self.submit(TEMPLATE, *command, sbatch=("--gpus-per-node=0", "--nodes=1", "--ntasks-per-node=1",
+                                                       f"--cpus-per-task={procs}"),
+                           env={"DLCVKIT_PROCS_PER_NODE": str(procs), **(env or {})}, cwd=cwd)
+
     def job(self, job: str) -> dict[str, str]:
         """`scontrol show job` as KEY -> value (JobState, Restarts, ExitCode, StdOut, ...)."""
         fields = self.run("scontrol", "show", "job", "--oneliner", job).split()
         return dict(f.split("=", 1) for f in fields if "=" in f)
 
     def wait(self, job: str, *states: str, timeout: float = 600) -> dict[str, str]:
-        """The job's fields once its JobState is one of `states`."""
+        """The job's fields once its JobState is one of `states` (default: any end, ENDED)."""
+        states = states or ENDED
         self.wait_for(lambda: self.job(job)["JobState"] in states, f"JobState in {states}", job, timeout)
         return self.job(job)
 
@@ -114,14 +125,21 @@ class Slurm:
         return path.read_text() if path.exists() else ""
 
     def stop(self) -> None:
-        """End the daemons this fixture started, by their PID, newest first."""
-        for daemon in reversed(self.daemons):
-            daemon.terminate()
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+        """Cancel the jobs a failed test left running (slurmd's end would not end them), then end the daemons
+        this fixture started, by their PID, newest first."""
+        try:
+            if self.logs:
+                subprocess.run(["scancel", *self.logs], env=self.env, capture_output=True, timeout=60)
+                for job in self.logs:
+                    self.wait(job, timeout=60)
+        finally:
+            for daemon in reversed(self.daemons):
+                daemon.terminate()
+                try:
+                    daemon.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+                    daemon.wait()
 
 
 def start(folder: Path) -> Slurm:
@@ -150,7 +168,8 @@ def _install() -> None:
     if os.geteuid() != 0:
         pytest.skip(f"SLURM tests: {', '.join(missing)} missing and not root to apt-get install them")
     apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    for command in (["apt-get", "update", "-q"], install):
         proc = subprocess.run(command, env=apt, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             pytest.skip(f"SLURM tests: `{' '.join(command)}` failed: {proc.stderr.strip()[-300:]}")
