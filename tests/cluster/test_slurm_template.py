@@ -25,8 +25,8 @@ def test_template_runs_a_two_process_segmentation_on_cpu_nodes(slurm, tmp_path):
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log
     assert slurm.logs[job] == tmp_path / f"dlcvkit-{job}.out"  # the header's --output, in the submit folder
     host = info["NodeList"]
-    assert f"dlcvkit: job {job} start 1 (restart count 0), 1 node(s) {host}, 2 process(es), 2 per node," in log
-    assert "SegmentTask: 8 steps (1/epoch), 2 process(es) on cpu" in log
+    assert f"dlcvkit: job {job} start 1 (restart count 0), 1 node {host}, 2 processes, 2 per node," in log
+    assert "SegmentTask: 8 steps (1/epoch), 2 processes on cpu" in log
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert (tmp_path / "run" / "model.safetensors").is_file() and steps[-1] == 2, log
 
@@ -79,7 +79,7 @@ def test_processes_per_node_come_from_the_variable_else_the_gpus_else_one(slurm,
     info = slurm.wait(job, timeout=120)
     log = slurm.log(job)
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log
-    assert f", {expected} process(es), {expected} per node," in log
+    assert f", {expected} process{'es' if expected > 1 else ''}, {expected} per node," in log
     started = sorted(p.name for p in (tmp_path / "notes").iterdir())
     assert started == [f"start0-rank{r}-SIGCONT" for r in range(expected)]
 
@@ -102,7 +102,7 @@ def test_requeue_and_the_warning_signal_reach_every_process_and_the_job_comes_ba
     assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1"), log
     assert noted("start1-rank0-SIGCONT", "start1-rank1-SIGCONT")
     host = info["NodeList"]
-    assert f"dlcvkit: job {job} start 1 (restart count 0), 1 node(s) {host}, 2 process(es), 2 per node," in log
-    assert f"dlcvkit: job {job} start 2 (restart count 1), 1 node(s) {host}, 2 process(es), 2 per node," in log
+    assert f"dlcvkit: job {job} start 1 (restart count 0), 1 node {host}, 2 processes, 2 per node," in log
+    assert f"dlcvkit: job {job} start 2 (restart count 1), 1 node {host}, 2 processes, 2 per node," in log
     # The first start ended by the requeue, not earlier: SIGUSR1 did not end the batch shell either.
     assert re.search(rf"\*\*\* JOB {job} ON {host} CANCELLED AT \S+ DUE TO JOB REQUEUE \*\*\*", log), log
