@@ -202,6 +202,6 @@ def test_a_global_batch_that_does_not_divide_by_the_new_count_is_refused_before_
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert errors and all("data.batch_size=8 is the global batch and must divide evenly by the 3 processes" in line
                           for line in errors), proc.stderr
-    # no traceback of dlcvkit's (torchrun's launcher prints its own for any failed child; see launch/README.md)
+    # no traceback of dlcvkit's (torchrun's launcher prints its own after any failed child)
     assert not [line for line in proc.stderr.splitlines() if line.lstrip().startswith('File "') and "/dlcvkit/" in line]
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
