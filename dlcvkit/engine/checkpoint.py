@@ -9,6 +9,14 @@ EMA's) are safetensors; accelerate pickles the optimizer and RNG states and read
 A checkpoint restores all of its parts or stops `--resume`: a manifest (size and sha256 of every file, written
 before the rename) names a missing, truncated or replaced file, and the RNG states are compared after loading,
 because accelerate skips an RNG file it cannot restore with nothing but a log message.
+
+A checkpoint records the number of processes that saved it (checkpoints of earlier versions: one
+random_states_I.pkl per process) and resumes on any number. The model, optimizer, grad scaler and EMA are the
+same on every process and the data order and schedules are functions of the step, so all of them continue
+exactly; only the random streams (augmentation, dropout) belong to processes. On the same count each process
+gets its own back; on another count process r of the new ones seeds Python's, numpy's and torch's generators
+(CPU and every GPU) with `numpy.random.SeedSequence([train.seed, step, r])`: deterministic for the new count,
+and different for every process and every resume step.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +33,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import load as load_pickle
+from accelerate.utils import set_seed
 from torch import nn
 
 from dlcvkit.diskfull import write_atomic, writing
@@ -33,6 +43,7 @@ from dlcvkit.errors import DlcvkitError, first_line
 STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"  # {file name: {"bytes": size, "sha256": hex digest}} of every other file
 RNG_KEYS = {"random_state", "numpy_random_seed", "torch_manual_seed"}  # the generators every machine restores
+RNG_FILE = re.compile(r"random_states_(\d+)\.pkl")  # accelerate's, one per process
 
 
 def checkpoint_root(run_dir: Path) -> Path:
@@ -60,7 +71,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_l
                 with_default_mode(weights)
             for name, module in (extra_models or {}).items():
                 save_weights(module.state_dict(), tmp / f"{name}.safetensors")
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+            (tmp / STATE_FILE).write_text(json.dumps({**state, "processes": accelerator.num_processes}, indent=1))
             (tmp / MANIFEST).write_text(json.dumps(_describe(tmp), indent=1))
             _sync_folder(tmp)
         shutil.rmtree(final, ignore_errors=True)
@@ -90,36 +101,72 @@ def kept_checkpoint(run_dir: Path) -> str:
     return f"the last good checkpoint, {path.parent.name}/{path.name}, is kept" if path else "no checkpoint was written"
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path, extra_models: dict[str, nn.Module] | None = None) -> dict:
-    """Restore the accelerator state (model, optimizer, RNG) and `extra_models`; return the engine state.
+def load_checkpoint(accelerator: Accelerator, path: Path, extra_models: dict[str, nn.Module] | None = None,
+                    seed: int = 0) -> dict:
+    """Restore the accelerator state (model, optimizer, RNG) and `extra_models`; return the engine state, whose
+    "processes" is the number of processes that saved it. Saved on another number of processes, the random
+    streams are seeded from (`seed`, step, process) instead (see the module's docstring).
     A part that cannot be restored stops with one line naming its file and the previous complete checkpoint."""
     try:
-        return _restore(accelerator, Path(path), extra_models or {})
+        return _restore(accelerator, Path(path), extra_models or {}, seed)
     except DlcvkitError as e:
         raise DlcvkitError(f"{e}; {_older_checkpoint(Path(path))}") from None
 
 
-def _restore(accelerator: Accelerator, path: Path, extra_models: dict[str, nn.Module]) -> dict:
+def process_count_note(state: dict, processes: int, seed: int) -> str | None:
+    """The line that says a run resumes on another number of processes than it was saved on, and what that means."""
+    saved = state["processes"]
+    if saved == processes:
+        return None
+    return (f"saved on {saved} process{'es' if saved > 1 else ''}, resumed on {processes}: the sample "
+            f"order, step count, optimizer, schedules and EMA continue exactly; each process's random stream "
+            f"(augmentation, dropout) is seeded anew from (train.seed={seed}, step={state['step']}, process)")
+
+
+def stream_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of process `rank`'s generators on a resume at `step` on a new number of processes."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def _restore(accelerator: Accelerator, path: Path, extra_models: dict[str, nn.Module], seed: int) -> dict:
     """Check every part that can be checked before loading it (accelerate half-loads some), then load."""
     _verify(path)
     weights = {file.stem: read_state_dict(file) for file in sorted(path.glob("*.safetensors"))}  # finite too
+    state = _read_state(path)
+    same_count = state["processes"] == accelerator.num_processes
     rng_file = path / f"random_states_{accelerator.process_index}.pkl"
-    rng = _read_rng_states(rng_file)
+    rng = _read_rng_states(rng_file) if same_count else None
     try:
-        accelerator.load_state(str(path))
+        accelerator.load_state(str(path))  # on another count it restores some RNG file or none: reseeded below
     except Exception as e:  # noqa: BLE001 - torch, safetensors and pickle report damage and misfits in many types
         raise DlcvkitError(
             f"checkpoint {path} cannot be restored ({first_line(e)}): it does not fit this run or is damaged"
         ) from None
-    _check_rng_restored(rng, rng_file)
+    if same_count:
+        _check_rng_restored(rng, rng_file)
+    else:
+        set_seed(stream_seed(seed, state["step"], accelerator.process_index))
     for name, module in extra_models.items():
         if name not in weights:
             raise DlcvkitError(f"checkpoint {path} has no {name}.safetensors; was the run trained with another recipe?")
         load_weights(module, weights[name], source=str(path / f"{name}.safetensors"))
+    return state
+
+
+def _read_state(path: Path) -> dict:
+    """The engine state, with "processes" inferred from the RNG files where a checkpoint of an earlier version
+    did not record it."""
     try:
-        return json.loads((path / STATE_FILE).read_text())
+        state = json.loads((path / STATE_FILE).read_text())
     except (OSError, ValueError) as e:
         raise DlcvkitError(f"checkpoint file {path / STATE_FILE} cannot be read ({e})") from None
+    if "processes" not in state:
+        ranks = sorted(int(m[1]) for f in path.iterdir() if (m := RNG_FILE.fullmatch(f.name)))
+        if not ranks or ranks != list(range(len(ranks))):
+            raise DlcvkitError(f"checkpoint {path} does not hold random_states_0.pkl ... random_states_N.pkl, one "
+                               "for each process that saved it")
+        state["processes"] = len(ranks)
+    return state
 
 
 def _describe(folder: Path) -> dict[str, dict]:

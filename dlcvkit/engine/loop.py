@@ -16,8 +16,9 @@ from torch.utils.data import Dataset
 from dlcvkit.config import flat_recipe, write_recipe
 from dlcvkit.data.cache import cache_splits
 from dlcvkit.data.datasets import FileDataset, skip_unreadable
-from dlcvkit.engine.checkpoint import kept_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dlcvkit.diskfull import DiskFull, no_room
+from dlcvkit.engine.checkpoint import (kept_checkpoint, latest_checkpoint, load_checkpoint, process_count_note,
+                                      save_checkpoint)
 from dlcvkit.engine.distributed import (compute_threads, convert_sync_batchnorm, make_accelerator,
                                         use_deterministic_kernels)
 from dlcvkit.engine.ema import EMA
@@ -106,7 +107,9 @@ def _fit(task: Task, run_dir: Path, *, max_steps: int, resume: bool, overwrite: 
 
     state = {"step": 0, "best": None, "best_step": None, "best_epoch": None}
     if resume:
-        state = load_checkpoint(accelerator, latest_checkpoint(run_dir), extra_models)
+        state = load_checkpoint(accelerator, latest_checkpoint(run_dir), extra_models, train.seed)
+        if note := process_count_note(state, accelerator.num_processes, train.seed):
+            notes.append(note)
         if 0 < max_steps < state["step"]:
             raise DlcvkitError(f"--max-steps {max_steps}: the run in {run_dir} is already at step {state['step']}")
     elif accelerator.is_main_process:  # written once the model and the data opened: a bad input leaves no run
