@@ -172,7 +172,8 @@ def _install() -> None:
     for command in (["apt-get", "update", "-q"], install):
         proc = subprocess.run(command, env=apt, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
-            pytest.skip(f"SLURM tests: `{' '.join(command)}` failed: {proc.stderr.strip()[-300:]}")
+            # as root the tests must run: a failed install is a failure, never a quiet skip
+            pytest.fail(f"SLURM tests: `{' '.join(command)}` failed: {proc.stderr.strip()[-300:]}")
 
 
 def _start_munged() -> subprocess.Popen:
