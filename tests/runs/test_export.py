@@ -1,6 +1,8 @@
 """`dlcvkit export --format onnx` and `predict cls|seg --onnx`: the exported graph against an independent PyTorch
 reference, the same labels and masks as the PyTorch path (at another size than the training one), the metadata
-that replaces the run folder, and the files it refuses to touch.
+that replaces the run folder, and the files it refuses to touch; damaged copies of the exports (the checksum
+beside them, inf/nan weights and logits, truncated or foreign files) and hand-made graphs that do not fit, each
+refused in one line before any output.
 
 Each model is trained (a few steps) and exported once per module; the export itself (torch.export) is the slow part.
 """
