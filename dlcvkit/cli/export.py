@@ -27,13 +27,15 @@ def export(
 
     The export is checked with onnxruntime against PyTorch on sample inputs (every dynamic axis) before it is
     written; task, img_size and classes travel as ONNX metadata, so `dlcvkit predict cls|seg --onnx FILE`
-    needs no run folder.
+    needs no run folder. Its sha256 goes beside it (FILE.sha256): `--onnx` refuses a file that does not match.
 
     Example: dlcvkit export --run runs/fcn8s --format onnx --out fcn8s.onnx
     """
     from dlcvkit.runs.export import export_onnx
+    from dlcvkit.runs.onnx_file import checksum_file
 
     metadata, shapes, difference = export_onnx(run, out, weights.value, overwrite)
-    typer.echo(f"wrote {out}: {metadata['task']}, {metadata['classes']} classes, trained at {metadata['img_size']} px")
+    typer.echo(f"wrote {out}: {metadata['task']}, {metadata['classes']} classes, trained at {metadata['img_size']} px; "
+               f"its sha256 in {checksum_file(out)}")
     typer.echo(f"onnxruntime vs PyTorch on inputs {', '.join('x'.join(map(str, s)) for s in shapes)}: "
                f"max abs difference {difference:.2e}")

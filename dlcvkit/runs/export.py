@@ -7,12 +7,14 @@ the model was trained (ImageNet mean and std) and returns the logits, `b classes
 multiples of 32). `dlcvkit predict seg` resizes each image to `img_size` (bilinear, antialiased) before the
 network and the class probabilities back to the image's size after it; a server does the same to get the same
 masks. The metadata (`task`, `img_size`, `classes`, ...) is all that `predict --onnx` needs: no run folder.
+Beside the model goes its sha256 (`model.onnx.sha256`), which `predict --onnx` verifies (`dlcvkit.runs.onnx_file`).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +26,11 @@ from dlcvkit.augment.common import normalize
 from dlcvkit.config import Recipe, TrainConfig
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES
 from dlcvkit.diskfull import writing
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.errors import DlcvkitError, first_line
 from dlcvkit.models.classifier import Classifier
 from dlcvkit.outputs import check_output_file
 from dlcvkit.runs.load import CLASSIFIERS, check_run_kind, load_run, run_weights, wrong_kind
+from dlcvkit.runs.onnx_file import check_finite_weights, checksum_file, verify_checksum, write_checksum
 from dlcvkit.tasks.registry import task_classes
 
 INPUT, OUTPUT = "pixels", "logits"
@@ -57,6 +60,7 @@ def export_onnx(run_dir: Path, out: Path, weights: str = "best", overwrite: bool
         raise DlcvkitError(f"--out {out} is a folder; give the file to write, e.g. {out / 'model.onnx'}")
     check_output_file(out, "--out", overwrite, {"--run": run_dir})
     check_run_kind(run_dir, EXPORTED)
+    check_output_file(checksum_file(out), "--out", overwrite, {"--run": run_dir})
     recipe, model, weights_file = load_model(Path(run_dir), weights)
     task, classes = _kind(recipe, model, run_dir)
     net = PixelInput(model).eval()
@@ -80,6 +84,7 @@ def export_onnx(run_dir: Path, out: Path, weights: str = "best", overwrite: bool
             f"(> {TOLERANCE}); {out} was not written"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
+    write_checksum(out, data)  # first: a crash before the model is replaced leaves a checksum refusing the old one
     tmp = out.with_name(f".{out.name}.tmp")
     with writing(out, partial=tmp):
         tmp.write_bytes(data)
@@ -140,43 +145,93 @@ def max_difference(data: bytes, net: nn.Module, inputs: list[torch.Tensor]) -> f
 
 
 class OnnxModel:
-    """An exported model run by onnxruntime on the CPU, called like the PyTorch model it came from (normalised
-    float `b 3 h w` in, logits out on the input's device), so the inference code runs it unchanged."""
+    """An exported model of `task` run by onnxruntime on the CPU, called like the PyTorch model it came from
+    (normalised float `b 3 h w` in, logits out on the input's device), so the inference code runs it unchanged.
 
-    def __init__(self, path: Path) -> None:
-        ort = _require("onnxruntime")
+    Refused before it runs: a file that does not match the checksum `dlcvkit export` wrote beside it, inf/nan
+    weights, metadata of another task, an input that is not float `b 3 h w` pixels at the metadata's img_size;
+    and when it runs, logits of another shape or inf/nan (no output is written from them). A file with no
+    checksum beside it (exported by hand or by an earlier dlcvkit) runs after the other checks: `verified` is
+    False."""
+
+    def __init__(self, path: Path, task: str) -> None:
+        ort, onnx = _require("onnxruntime"), _require("onnx")
         if not path.is_file():
             raise DlcvkitError(f"--onnx {path} does not exist")
+        self.path, self.task = path, task
+        data = path.read_bytes()
+        self.verified = verify_checksum(path, data)
         try:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            proto = onnx.load_model_from_string(data)
         except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types for unreadable models
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DlcvkitError(
-                f"--onnx {path}: onnxruntime cannot load it ({reason}); give a file written by `dlcvkit export`"
+                f"--onnx {path}: onnxruntime cannot load it ({first_line(e)}); it is damaged, truncated or not an "
+                "ONNX model: give a file written by `dlcvkit export`"
             ) from None
+        check_finite_weights(path, proto)
         self.metadata = self.session.get_modelmeta().custom_metadata_map
+        self.img_size, self.classes = self._check_metadata()
+        self._check_input()
         self._mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, -1, 1, 1)
         self._std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, -1, 1, 1)
 
+    def _check_metadata(self) -> tuple[int, int]:
+        """(img_size, classes) of the metadata `dlcvkit export` writes, for this model's task."""
+        found = self.metadata.get("task")
+        if found not in TASKS or not all(self.metadata.get(k, "").isdigit() for k in ("img_size", "classes")):
+            raise DlcvkitError(
+                f"--onnx {self.path} has no dlcvkit metadata (task, img_size, classes); export it with `dlcvkit export`"
+            )
+        if found != self.task:
+            command = "predict cls" if found == "classify" else "predict seg"
+            raise DlcvkitError(f"--onnx {self.path} is a '{found}' model; use `dlcvkit {command} --onnx`")
+        return int(self.metadata["img_size"]), int(self.metadata["classes"])
+
+    def _check_input(self) -> None:
+        """Refuse a graph that does not take float pixels `b 3 h w` at img_size, or gives no logits."""
+        inputs, outputs = self.session.get_inputs(), [o.name for o in self.session.get_outputs()]
+        shape = inputs[0].shape if len(inputs) == 1 else []
+        fits = (len(inputs) == 1 and inputs[0].name == INPUT and inputs[0].type == "tensor(float)" and len(shape) == 4
+                and shape[1] == 3 and all(not isinstance(d, int) or d == self.img_size for d in shape[2:])
+                and OUTPUT in outputs)
+        if not fits:
+            found = ", ".join(f"'{i.name}' {i.type} {i.shape}" for i in inputs)
+            raise DlcvkitError(
+                f"--onnx {self.path} does not fit: it takes {found} and gives {outputs}, not float pixels '{INPUT}' "
+                f"b x 3 x {self.img_size} x {self.img_size} to '{OUTPUT}'; give a file written by `dlcvkit export`"
+            )
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # the graph normalises the pixels itself: undo the caller's normalize(to_unit(images))
-        pixels = (x.detach().float().cpu() * self._std + self._mean) * 255
-        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: pixels.numpy()})[0]).to(x.device)
+        pixels = ((x.detach().float().cpu() * self._std + self._mean) * 255).numpy()
+        batch = "x".join(map(str, pixels.shape))
+        try:
+            logits = self.session.run([OUTPUT], {INPUT: pixels})[0]
+        except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
+            raise DlcvkitError(f"--onnx {self.path} cannot run on pixels {batch} ({first_line(e)}); "
+                               "give a file written by `dlcvkit export`") from None
+        expected = (len(pixels), self.classes, *(pixels.shape[2:] if self.task == "segment" else ()))
+        if logits.shape != expected:
+            raise DlcvkitError(f"--onnx {self.path} gives logits {'x'.join(map(str, logits.shape))} on pixels "
+                               f"{batch}, not {'x'.join(map(str, expected))}; give a file written by `dlcvkit export`")
+        if not np.isfinite(logits).all():  # nothing is predicted from them
+            raise DlcvkitError(f"--onnx {self.path} gives inf/nan logits on pixels {batch}: the model is damaged; "
+                               "export it again with `dlcvkit export`")
+        return torch.from_numpy(logits).to(x.device)
 
 
 def onnx_run(path: Path, task: str) -> tuple[Recipe, OnnxModel]:
     """(a recipe standing in for the run's: the metadata's img_size, the CPU, batches of one image unless
     --batch-size says otherwise; the exported model) of an export of `task`, for the inference code of a run."""
     path = Path(path)
-    model = OnnxModel(path)
-    found = model.metadata.get("task")
-    if found not in TASKS or not model.metadata.get("img_size", "").isdigit():
-        raise DlcvkitError(f"--onnx {path} has no dlcvkit metadata (task, img_size); export it with `dlcvkit export`")
-    if found != task:
-        command = "predict cls" if found == "classify" else "predict seg"
-        raise DlcvkitError(f"--onnx {path} is a '{found}' model; use `dlcvkit {command} --onnx`")
+    model = OnnxModel(path, task)
+    if not model.verified and int(os.environ.get("RANK", "0")) == 0:  # one note, from the launcher's first process
+        print(f"dlcvkit: note: --onnx {path} has no checksum file {checksum_file(path)} (exported by hand or by "
+              "an earlier dlcvkit): its bytes are not verified, only its weights checked to be finite",
+              file=sys.stderr)
     recipe = task_classes(task)[0]()
-    recipe.data.img_size, recipe.data.batch_size = int(model.metadata["img_size"]), 1
+    recipe.data.img_size, recipe.data.batch_size = model.img_size, 1
     recipe.train = TrainConfig(cpu=True)
     return recipe, model
 

@@ -1,6 +1,8 @@
 """`dlcvkit export --format onnx` and `predict cls|seg --onnx`: the exported graph against an independent PyTorch
 reference, the same labels and masks as the PyTorch path (at another size than the training one), the metadata
-that replaces the run folder, and the files it refuses to touch.
+that replaces the run folder, and the files it refuses to touch; damaged copies of the exports (the checksum
+beside them, inf/nan weights and logits, truncated or foreign files) and hand-made graphs that do not fit, each
+refused in one line before any output.
 
 Each model is trained (a few steps) and exported once per module; the export itself (torch.export) is the slow part.
 """
@@ -134,7 +136,7 @@ def test_export_replaces_a_file_only_with_overwrite(seg, capsys, tmp_path, monke
     assert _hashes(tmp_path) == before
     monkeypatch.setattr(export, "_to_onnx", lambda net, example, task: onnx.load(seg / "model.onnx"))
     assert dlcvkit_here(capsys, "export", "--run", seg / "run", "--out", tmp_path / "model.onnx", "--overwrite")[0] == 0
-    assert list(_hashes(tmp_path)) == ["model.onnx"]
+    assert list(_hashes(tmp_path)) == ["model.onnx", "model.onnx.sha256"]
     assert _hashes(tmp_path)["model.onnx"] == hashlib.sha256((seg / "model.onnx").read_bytes()).hexdigest()
 
 
@@ -151,3 +153,163 @@ def test_predict_onnx_of_the_wrong_model_is_one_line(seg, cls, capsys, tmp_path,
     assert code == 2 and out == "" and "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith(f"dlcvkit: error: --onnx {path}") and message in err
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------- damaged models: refused before any output
+
+
+def _weight_offset(model_file, name: str) -> int:
+    """Where the bytes of the initializer `name` start in `model_file`."""
+    data = model_file.read_bytes()
+    tensor = next(t for t in onnx.load(model_file).graph.initializer if t.name == name)
+    assert data.count(tensor.raw_data) == 1
+    return data.index(tensor.raw_data)
+
+
+def _damaged_copy(model_file, folder, damage: str):
+    """A copy of an export and its checksum file in `folder`, with `damage` done to one of them."""
+    copy, sums = folder / model_file.name, folder / (model_file.name + ".sha256")
+    data = bytearray(model_file.read_bytes())
+    sums.write_bytes((model_file.parent / sums.name).read_bytes())
+    weight = _weight_offset(model_file, "model.encoder.layer4.0.conv1.weight") + 1000
+    kind, _, checksum = damage.partition(", ")
+    if kind == "nan":  # 64 bytes of 0xff: 16 float32 NaNs
+        data[weight:weight + 64] = b"\xff" * 64
+    elif kind == "finite":  # the lowest mantissa bit of one weight: still finite, a little off
+        data[weight] ^= 1
+    elif kind == "truncated":
+        data = data[:len(data) // 2]
+    elif kind == "not onnx":
+        data = bytearray(b"<html>404 Not Found</html>\n")
+    elif kind == "checksum digit":
+        text = sums.read_text()
+        sums.write_text(("0" if text[0] != "0" else "1") + text[1:])
+    elif kind == "checksum garbage":
+        sums.write_bytes(b"\xff\xfe garbage\n")
+    copy.write_bytes(bytes(data))
+    if "no checksum" in (kind, checksum):
+        sums.unlink()
+    return copy
+
+
+MISMATCH = "does not match its checksum in {sums}: one of them was damaged or changed after the export; " \
+           "export the model again with `dlcvkit export`"
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("nan", MISMATCH),
+    ("nan, no checksum", "holds inf/nan weights (first in 'model.encoder.layer4.0.conv1.weight'): the file is "
+                         "damaged; export the model again with `dlcvkit export`"),
+    ("finite", MISMATCH),
+    ("truncated", MISMATCH),
+    ("truncated, no checksum", "onnxruntime cannot load it"),
+    ("not onnx, no checksum", "onnxruntime cannot load it"),
+    ("checksum digit", MISMATCH),
+    ("checksum garbage", ": its checksum file {sums} is damaged (no sha256 in it); export the model again with "
+                         "`dlcvkit export`"),
+])
+def test_predict_seg_refuses_a_damaged_model_before_writing(seg, capsys, tmp_path, damage, message):
+    model = _damaged_copy(seg / "model.onnx", tmp_path, damage)
+    before = _hashes(tmp_path)
+    code, out, err = dlcvkit_here(capsys, "predict", "seg", "--onnx", model, "--data", seg / "test", "--out",
+                                  tmp_path / "out", "--workers", 0)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"dlcvkit: error: --onnx {model}")
+    assert message.format(sums=tmp_path / "model.onnx.sha256") in err
+    assert _hashes(tmp_path) == before  # no --out folder, nothing changed
+
+
+def test_export_writes_the_sha256_of_the_model_beside_it_in_sha256sum_format(seg, cls):
+    for root in (seg, cls):
+        digest = hashlib.sha256((root / "model.onnx").read_bytes()).hexdigest()
+        assert (root / "model.onnx.sha256").read_text() == f"{digest}  model.onnx\n"
+
+
+def test_a_model_without_checksum_runs_after_the_checks_with_one_note(seg, capsys, tmp_path):
+    """An export by hand or by an earlier dlcvkit: the same masks as the verified model, and a note saying so."""
+    model = _damaged_copy(seg / "model.onnx", tmp_path, "no checksum")
+    assert dlcvkit_here(capsys, "predict", "seg", "--onnx", seg / "model.onnx", "--data", seg / "test", "--out",
+                        tmp_path / "verified", "--workers", 0) == (0, "", f"wrote 3 masks to {tmp_path / 'verified'}\n")
+    code, out, err = dlcvkit_here(capsys, "predict", "seg", "--onnx", model, "--data", seg / "test", "--out",
+                                  tmp_path / "unverified", "--workers", 0)
+    assert code == 0 and out == ""
+    assert err == (f"dlcvkit: note: --onnx {model} has no checksum file {model}.sha256 (exported by hand or by an "
+                   "earlier dlcvkit): its bytes are not verified, only its weights checked to be finite\n"
+                   f"wrote 3 masks to {tmp_path / 'unverified'}\n")
+    verified, unverified = _masks(tmp_path / "verified"), _masks(tmp_path / "unverified")
+    assert list(unverified) == list(verified) and all(np.array_equal(unverified[k], verified[k]) for k in verified)
+
+
+def _overflowing_copy(model_file, folder, weight: str):
+    """A copy of an export whose weight `weight` is all 3e38: finite, and checksummed, but its logits overflow."""
+    model = onnx.load(model_file)
+    tensor = next(t for t in model.graph.initializer if t.name == weight)
+    tensor.raw_data = np.full(onnx.numpy_helper.to_array(tensor).shape, 3e38, np.float32).tobytes()
+    data = model.SerializeToString()
+    (folder / "model.onnx").write_bytes(data)
+    (folder / "model.onnx.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  model.onnx\n")
+    return folder / "model.onnx"
+
+
+def test_inf_nan_logits_of_finite_weights_write_no_mask(seg, capsys, tmp_path):
+    model = _overflowing_copy(seg / "model.onnx", tmp_path, "model.encoder.conv1.0.weight")
+    code, out, err = dlcvkit_here(capsys, "predict", "seg", "--onnx", model, "--data", seg / "test", "--out",
+                                  tmp_path / "out", "--workers", 0)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err == (f"dlcvkit: error: --onnx {model} gives inf/nan logits on pixels 1x3x64x64: the model is damaged; "
+                   "export it again with `dlcvkit export`\n")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_predict_cls_refuses_inf_nan_logits_and_damaged_models_without_writing_the_csv(cls, capsys, tmp_path):
+    first = onnx.load(cls / "model.onnx").graph.initializer[0].name
+    overflowing = _overflowing_copy(cls / "model.onnx", tmp_path, first)
+    code, _, err = dlcvkit_here(capsys, "predict", "cls", "--onnx", overflowing, "--data", cls / "test", "--out",
+                                tmp_path / "labels.csv", "--workers", 0, "--batch-size", 3)
+    assert code == 2 and err == (f"dlcvkit: error: --onnx {overflowing} gives inf/nan logits on pixels 3x3x32x32: "
+                                 "the model is damaged; export it again with `dlcvkit export`\n")
+    data = bytearray(overflowing.read_bytes())
+    data[len(data) // 2] ^= 1  # one damaged bit: refused by the checksum before anything runs
+    overflowing.write_bytes(bytes(data))
+    code, _, err = dlcvkit_here(capsys, "predict", "cls", "--onnx", overflowing, "--data", cls / "test", "--out",
+                                tmp_path / "labels.csv", "--workers", 0)
+    assert code == 2 and err == (f"dlcvkit: error: --onnx {overflowing} " + MISMATCH + "\n").format(
+        sums=tmp_path / "model.onnx.sha256")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.sha256"]
+
+
+def _hand_made(path, channels: int = 3, size: int | str = "h", out_classes: int = 7, metadata: bool = True):
+    """A segmenter written by hand (a 1x1 convolution), with `channels` input channels of a `size` side."""
+    from onnx import TensorProto, helper
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [out_classes, channels, 1, 1], [0.01] * out_classes * channels)
+    side = size if isinstance(size, int) else "w"
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["pixels", "w"], ["logits"])], "hand",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["b", channels, size, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", out_classes, size, side])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if metadata:
+        helper.set_model_props(model, {"task": "segment", "img_size": "64", "classes": "7"})
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("1 channel", "does not fit: it takes 'pixels' tensor(float) ['b', 1, 'h', 'w'] and gives ['logits'], not "
+                  "float pixels 'pixels' b x 3 x 64 x 64 to 'logits'; give a file written by `dlcvkit export`"),
+    ("32 px", "does not fit: it takes 'pixels' tensor(float) ['b', 3, 32, 32]"),
+    ("5 classes", "gives logits 1x5x64x64 on pixels 1x3x64x64, not 1x7x64x64; give a file written by `dlcvkit export`"),
+    ("no metadata", "has no dlcvkit metadata (task, img_size, classes); export it with `dlcvkit export`"),
+])
+def test_a_model_that_does_not_fit_is_one_line(seg, capsys, tmp_path, kind, message):
+    model = _hand_made(tmp_path / "model.onnx", channels=1 if kind == "1 channel" else 3,
+                       size=32 if kind == "32 px" else "h", out_classes=5 if kind == "5 classes" else 7,
+                       metadata=kind != "no metadata")
+    code, out, err = dlcvkit_here(capsys, "predict", "seg", "--onnx", model, "--data", seg / "test", "--out",
+                                  tmp_path / "out", "--workers", 0)
+    assert code == 2 and out == "" and "Traceback" not in err
+    # refused on loading, or (5 classes) on the first batch, after the note that the model has no checksum
+    assert err.count("\n") == (2 if kind == "5 classes" else 1)
+    assert err.splitlines()[-1].startswith(f"dlcvkit: error: --onnx {model}") and message in err
+    assert not list(tmp_path.glob("out/*"))
