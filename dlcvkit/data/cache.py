@@ -67,9 +67,6 @@ class CachedSamples(FileDataset):
     def label_source(self, i: int) -> str:
         return self.dataset.label_source(i)
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
     def __getitem__(self, i: int) -> dict:
         if self._tensors is None:
             self._tensors = map_file(self.path, self.header)

@@ -53,9 +53,6 @@ class UnlabeledFolder(FileDataset):
                 "pass the folder that holds them"
             )
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def __getitem__(self, i: int) -> dict:
         return {"image": load_image(self.root / self.names[i], self.size), "name": self.names[i]}
 

@@ -37,9 +37,6 @@ class P1Folder(FileDataset):
         self.names = [name for _, _, name in found]
         self.num_classes = check_labels(self, num_classes)
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def __getitem__(self, i: int) -> dict:
         image = load_image(self.root / self.names[i], self.size)
         return {"image": image, "label": self.labels[i], "name": self.names[i]}
@@ -70,9 +67,6 @@ class ImageFolderDataset(FileDataset):
             self.names += [f"{cls}/{name}" for name in files]
             self.labels += [label] * len(files)
         self.num_classes = len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.names)
 
     def __getitem__(self, i: int) -> dict:
         image = load_image(self.root / self.names[i], self.size)

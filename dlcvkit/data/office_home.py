@@ -91,9 +91,6 @@ class LabeledCsv(FileDataset):
                 f"{self.csv_path} line {line} has label {text!r}, not an integer class id; fix that row"
             ) from None
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def __getitem__(self, i: int) -> dict:
         image = load_image(self.image_dir / self.names[i], self.size)
         sample = {"image": image, "name": self.names[i], "id": self.ids[i]}

@@ -1,7 +1,8 @@
 """The per-sample protocol that every dataset of `dlcvkit.data` honours, and what subsets, `drop_unreadable` and the
-decoded-image cache rely on: sample i has the name `names[i]`, the label `labels[i]` (`labels` None: unlabelled),
-the id `ids[i]` (`ids` None: no ids) and the files `files(i)`; its dict holds "name", "label" and "id" as
-`plain(i)` gives them, next to its tensors. `keep` removes samples, in place, from every per-sample list.
+decoded-image cache rely on: of the `len(names)` samples, sample i has the name `names[i]`, the label `labels[i]`
+(`labels` None: unlabelled), the id `ids[i]` (`ids` None: no ids) and the files `files(i)`; its dict holds
+"name", "label" and "id" as `plain(i)` gives them, next to its tensors. `keep` removes samples, in place, from
+every per-sample list.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class FileDataset(Dataset):
     names: list[str]
     labels: list[int] | None = None
     ids: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
 
     def files(self, i: int) -> list[Path]:
         raise NotImplementedError

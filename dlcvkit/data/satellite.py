@@ -54,9 +54,6 @@ class SatellitePairs(FileDataset):
             raise DlcvkitError(f"no xxxx{SAT_SUFFIX} (+ xxxx{MASK_SUFFIX}) files in {self.root}; is it a P2 folder?")
         self.names = sorted(sats)
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def __getitem__(self, i: int) -> dict:
         sat_path, *mask_path = self.files(i)
         image = read_image(sat_path)

@@ -50,9 +50,6 @@ class LabelSubset(FileDataset):
             self.ids = dataset.ids
         self.keep(indices)
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
     def __getitem__(self, i: int) -> dict:
         return self.dataset[self.indices[i]]
 
