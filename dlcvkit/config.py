@@ -26,7 +26,7 @@ class DataConfig:
 
     train: str = ""  # training data: a folder or a CSV, read by the task's reader
     val: str = ""  # validation data ("" = no validation)
-    layout: str = "auto"  # reader layout where a task accepts several (see dlcvkit.data.datasets.open_labeled)
+    layout: str = "auto"  # reader layout where a task accepts several (see dlcvkit.data.labeled.open_labeled)
     img_size: int = 64  # images are decoded and resized to img_size x img_size in the loader workers
     batch_size: int = 64  # GLOBAL batch per forward pass, split evenly across processes
     eval_batch_size: int = 0  # per-process evaluation batch (0 = batch_size)

@@ -19,7 +19,8 @@ from accelerate.utils import set_seed
 
 from dlcvkit.bench.timing import measure_interleaved, record
 from dlcvkit.config import Recipe, write_recipe
-from dlcvkit.data.datasets import SatellitePairs, UnlabeledFolder
+from dlcvkit.data.folders import UnlabeledFolder
+from dlcvkit.data.satellite import SatellitePairs
 from dlcvkit.data.synth import synth_cls, synth_seg
 from dlcvkit.engine.distributed import pick_device
 from dlcvkit.engine.task import Task

@@ -34,7 +34,8 @@ from torchvision.datasets import ImageFolder
 
 from dlcvkit.bench.timing import check_equal, measure, record
 from dlcvkit.data.cache import cache_splits
-from dlcvkit.data.datasets import MASK_SUFFIX, SAT_SUFFIX, ImageFolderDataset, SatellitePairs
+from dlcvkit.data.labeled import ImageFolderDataset
+from dlcvkit.data.satellite import MASK_SUFFIX, SAT_SUFFIX, SatellitePairs
 from dlcvkit.data.images import read_image, resize_image, write_image
 from dlcvkit.data.synth import synth_seg
 from dlcvkit.engine.loaders import loader_workers

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcvkit.data.cache import PLAIN
-from dlcvkit.data.datasets import FileDataset
+from dlcvkit.data.samples import FileDataset
 from dlcvkit.errors import DlcvkitError
 
 
@@ -43,13 +42,13 @@ class LabelSubset(FileDataset):
     see the chosen files only)."""
 
     def __init__(self, dataset: FileDataset, indices: Sequence[int]) -> None:
-        self.dataset, self.indices = dataset, list(indices)
-        for attr in PLAIN.values():  # names, labels, ids: what a sample's plain values are read from
-            if (values := getattr(dataset, attr, None)) is not None:
-                setattr(self, attr, [values[i] for i in self.indices])
-
-    def __len__(self) -> int:
-        return len(self.indices)
+        # the dataset's per-sample lists and all its samples, then cut down to `indices`
+        self.dataset, self.indices, self.names = dataset, list(range(len(dataset))), dataset.names
+        if dataset.labels is not None:
+            self.labels = dataset.labels
+        if dataset.ids is not None:
+            self.ids = dataset.ids
+        self.keep(indices)
 
     def __getitem__(self, i: int) -> dict:
         return self.dataset[self.indices[i]]
@@ -59,6 +58,10 @@ class LabelSubset(FileDataset):
 
     def label_source(self, i: int) -> str:
         return self.dataset.label_source(self.indices[i])
+
+    def keep(self, kept: Sequence[int]) -> None:
+        super().keep(kept)
+        self.indices = [self.indices[i] for i in kept]
 
     def check_headers(self, headers) -> None:
         self.dataset.check_headers(headers)

@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 
 from dlcvkit.config import flat_recipe, write_recipe
 from dlcvkit.data.cache import cache_splits
-from dlcvkit.data.datasets import FileDataset, skip_unreadable
+from dlcvkit.data.samples import FileDataset
+from dlcvkit.data.unreadable import skip_unreadable
 from dlcvkit.diskfull import DiskFull, no_room
 from dlcvkit.engine.checkpoint import (kept_checkpoint, latest_checkpoint, load_checkpoint, process_count_note,
                                       save_checkpoint)

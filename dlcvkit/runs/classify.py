@@ -10,7 +10,10 @@ from accelerate.utils import gather_object
 
 from dlcvkit.config import TrainConfig
 from dlcvkit.data.cache import cached_for_inference
-from dlcvkit.data.datasets import LabeledCsv, UnlabeledFolder, drop_unreadable, incomplete_output, open_labeled
+from dlcvkit.data.folders import UnlabeledFolder
+from dlcvkit.data.labeled import open_labeled
+from dlcvkit.data.office_home import LabeledCsv
+from dlcvkit.data.unreadable import drop_unreadable, incomplete_output
 from dlcvkit.engine.distributed import make_accelerator
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.outputs import check_output_file

@@ -11,7 +11,7 @@ from accelerate import init_empty_weights
 from torch import nn
 
 from dlcvkit.config import RANGES, DataConfig, Recipe, load_recipe
-from dlcvkit.data.datasets import skip_unreadable
+from dlcvkit.data.unreadable import skip_unreadable
 from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.tasks.registry import recorded_task, task_classes

@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import Dataset
 
 from dlcvkit.config import DataConfig
-from dlcvkit.data.datasets import open_labeled
+from dlcvkit.data.labeled import open_labeled
 from dlcvkit.engine.distributed import pick_device
 from dlcvkit.engine.metrics import knn_predict
 from dlcvkit.errors import DlcvkitError

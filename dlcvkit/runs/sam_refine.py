@@ -179,7 +179,7 @@ def run_sam(images: Path, out: Path, checkpoint: Path, *, model_type: str | None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from dlcvkit.data.datasets import SatellitePairs
+    from dlcvkit.data.satellite import SatellitePairs
     from dlcvkit.models.sam import load_sam
     from dlcvkit.outputs import check_output_dir
 

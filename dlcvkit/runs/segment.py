@@ -9,7 +9,8 @@ import torch
 
 from dlcvkit.config import Recipe
 from dlcvkit.data.cache import cached_for_inference
-from dlcvkit.data.datasets import SatellitePairs, describe_skipped, drop_unreadable, incomplete_output
+from dlcvkit.data.satellite import SatellitePairs
+from dlcvkit.data.unreadable import describe_skipped, drop_unreadable, incomplete_output
 from dlcvkit.data.masks import NUM_CLASSES, OPTION, FormatSource, write_mask
 from dlcvkit.engine.distributed import make_accelerator
 from dlcvkit.engine.loaders import device_batches, make_eval_loader

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Subset
 
-from dlcvkit.data.datasets import open_labeled
+from dlcvkit.data.labeled import open_labeled
 from dlcvkit.engine.distributed import pick_device
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.runs.ensemble import load_members

@@ -16,7 +16,8 @@ from accelerate.utils import gather_object
 
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.config import Recipe
-from dlcvkit.data.datasets import UnlabeledFolder, open_labeled
+from dlcvkit.data.folders import UnlabeledFolder
+from dlcvkit.data.labeled import open_labeled
 from dlcvkit.engine.ema import EMA
 from dlcvkit.engine.metrics import knn_predict
 from dlcvkit.engine.task import RunContext, Task

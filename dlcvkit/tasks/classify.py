@@ -14,7 +14,8 @@ from torch import nn
 from dlcvkit.augment.classify import classification_augment, mixup_cutmix
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.config import Recipe
-from dlcvkit.data.datasets import classes_from_labels, open_labeled
+from dlcvkit.data.labeled import open_labeled
+from dlcvkit.data.samples import classes_from_labels
 from dlcvkit.engine.metrics import Confusion, accuracy, per_class_accuracy
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.errors import DlcvkitError

@@ -14,7 +14,7 @@ from torch import nn
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.augment.segment import JointAugment
 from dlcvkit.config import DataConfig, Recipe
-from dlcvkit.data.datasets import SAT_SUFFIX, SatellitePairs
+from dlcvkit.data.satellite import SAT_SUFFIX, SatellitePairs
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, RECIPE, SCORED_CLASSES, read_mask, write_mask
 from dlcvkit.engine.metrics import Confusion, iou_per_class, mean_iou
 from dlcvkit.engine.task import RunContext, Task

@@ -20,8 +20,10 @@ from torch.utils.data import DataLoader
 
 from dlcvkit.config import DataConfig
 from dlcvkit.data import cache as cache_module
-from dlcvkit.data.cache import SUFFIX, cache_key, cache_splits, default_cache_dir
-from dlcvkit.data.datasets import P1Folder, SatellitePairs
+from dlcvkit.data.cache import cache_splits, default_cache_dir
+from dlcvkit.data.cachefile import SUFFIX, cache_key
+from dlcvkit.data.labeled import P1Folder
+from dlcvkit.data.satellite import SatellitePairs
 from dlcvkit.data.images import write_image
 from dlcvkit.data.synth import render_object, synth_cls, synth_seg
 from dlcvkit.engine.loaders import make_eval_loader, make_train_loader

@@ -11,9 +11,10 @@ import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
-from dlcvkit.data import cache as cache_module
-from dlcvkit.data.cache import SUFFIX, cache_key, cache_splits
-from dlcvkit.data.datasets import SatellitePairs
+from dlcvkit.data import cachefile as cache_module
+from dlcvkit.data.cache import cache_splits
+from dlcvkit.data.cachefile import SUFFIX, cache_key
+from dlcvkit.data.satellite import SatellitePairs
 from dlcvkit.data.synth import synth_cls, synth_seg
 from tests.cli_runner import dlcvkit_here
 

@@ -4,14 +4,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dlcvkit.data.datasets import (
-    ImageFolderDataset,
-    LabeledCsv,
-    P1Folder,
-    SatellitePairs,
-    UnlabeledFolder,
-    open_labeled,
-)
+from dlcvkit.data.folders import UnlabeledFolder
+from dlcvkit.data.labeled import ImageFolderDataset, P1Folder, open_labeled
+from dlcvkit.data.office_home import LabeledCsv
+from dlcvkit.data.satellite import SatellitePairs
 from dlcvkit.data.images import write_image
 from dlcvkit.data.masks import write_mask
 from dlcvkit.errors import DlcvkitError

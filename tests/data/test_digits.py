@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from dlcvkit.cli import app
-from dlcvkit.data.datasets import P1Folder
+from dlcvkit.data.labeled import P1Folder
 from dlcvkit.data.digits import export_digits
 from dlcvkit.errors import DlcvkitError
 from tests.cli_runner import dlcvkit

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlcvkit.data.datasets import LabeledCsv, P1Folder
+from dlcvkit.data.labeled import P1Folder
+from dlcvkit.data.office_home import LabeledCsv
 from dlcvkit.data.idx import read_idx, write_idx
 from tests.cli_runner import dlcvkit_here
 

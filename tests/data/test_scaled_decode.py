@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from dlcvkit.bench.loader import photo_like
-from dlcvkit.data.datasets import UnlabeledFolder
+from dlcvkit.data.folders import UnlabeledFolder
 from dlcvkit.data.images import _decode_reduced, _jpeg_size, read_image, read_resized, resize_image, write_image
 from dlcvkit.errors import DlcvkitError
 

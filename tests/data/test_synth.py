@@ -6,7 +6,10 @@ import sys
 import pytest
 import torch
 
-from dlcvkit.data.datasets import LabeledCsv, P1Folder, SatellitePairs, UnlabeledFolder, open_labeled
+from dlcvkit.data.folders import UnlabeledFolder
+from dlcvkit.data.labeled import P1Folder, open_labeled
+from dlcvkit.data.office_home import LabeledCsv
+from dlcvkit.data.satellite import SatellitePairs
 from dlcvkit.data.synth import (
     MAX_OBJECT_CLASSES,
     object_class,

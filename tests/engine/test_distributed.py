@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.cli.launch import _free_port
-from dlcvkit.data.datasets import P1Folder
+from dlcvkit.data.labeled import P1Folder
 from dlcvkit.engine.distributed import pick_device
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.classifier import build_classifier

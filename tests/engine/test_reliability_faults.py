@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from dlcvkit.cli import main
-from dlcvkit.data.datasets import P1Folder
+from dlcvkit.data.labeled import P1Folder
 from dlcvkit.data.synth import synth_cls
 from dlcvkit.engine.sampling import TrainBatches
 

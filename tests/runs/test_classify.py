@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.bench.infer import classify_recipe, make_run
 from dlcvkit.cli import app
-from dlcvkit.data.datasets import P1Folder
+from dlcvkit.data.labeled import P1Folder
 from dlcvkit.data.synth import synth_cls
 from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError

@@ -9,7 +9,7 @@ from accelerate.utils import set_seed
 
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.config import DataConfig, TrainConfig
-from dlcvkit.data.datasets import P1Folder
+from dlcvkit.data.labeled import P1Folder
 from dlcvkit.engine.distributed import make_accelerator
 from dlcvkit.engine.loaders import device_batches, make_eval_loader
 from dlcvkit.engine.metrics import Confusion

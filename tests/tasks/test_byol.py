@@ -16,7 +16,7 @@ from torch import nn
 
 from dlcvkit.augment.byol import blur_kernel, byol_views
 from dlcvkit.augment.common import normalize, to_unit
-from dlcvkit.data.datasets import open_labeled
+from dlcvkit.data.labeled import open_labeled
 from dlcvkit.data.synth import synth_cls, synth_ssl
 from dlcvkit.models.byol import BYOL, regression_loss
 from dlcvkit.tasks.byol import ByolModel, ByolRecipe, ByolTask
