@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import subprocess
@@ -33,7 +34,18 @@ def launch(
     if dry_run:
         print(shlex.join(command))
         return
-    raise typer.Exit(subprocess.call(command))
+    raise typer.Exit(subprocess.call(command, env=launcher_environment()))
+
+
+# torchrun (under `accelerate launch`) forwards these to the processes it starts and then waits up to 30 s
+# (--shutdown-timeout) for them; its default list lacks SIGUSR1, whose default action would end the launcher and
+# leave the processes without it. PET_* variables are torchrun's options.
+FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+
+
+def launcher_environment() -> dict[str, str]:
+    """The environment of the launcher: this one, with SIGUSR1 forwarded unless the user chose the signals."""
+    return {"PET_SIGNALS_TO_HANDLE": FORWARDED_SIGNALS, **os.environ}
 
 
 def launch_command(args: list[str], config: Path | None, gpus: int, procs: int, nodes: int, node_rank: int,
