@@ -125,14 +125,18 @@ def test_a_stop_signal_saves_that_step_and_resume_auto_ends_bit_identical(data, 
     assert _checkpoints(run) == ["step_00000008", "step_00000010", "step_00000012"]  # train.keep_checkpoints = 3
 
 
+def _fake_scontrol(monkeypatch, folder, script: str, job: str) -> None:
+    """An `scontrol` running `script` first on PATH, in SLURM job `job`."""
+    scontrol = folder / "scontrol"
+    scontrol.write_text(f"#!/bin/sh\n{script}\n")
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", job)
+
+
 def test_sigusr1_in_a_slurm_job_requeues_it_once_after_the_save(data, capsys, monkeypatch, tmp_path):
     calls = tmp_path / "calls"
-    scontrol = tmp_path / "bin" / "scontrol"
-    scontrol.parent.mkdir()
-    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{scontrol.parent}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    _fake_scontrol(monkeypatch, tmp_path, f'echo "$@" >> {calls}', "4242")
     run = data / "requeued"
     _signal_after(monkeypatch, signal.SIGUSR1, 4)
     code, _, err = dlcvkit_here(capsys, *_command(data, run))
@@ -144,11 +148,7 @@ def test_sigusr1_in_a_slurm_job_requeues_it_once_after_the_save(data, capsys, mo
 
 
 def test_a_failed_requeue_is_one_line_and_the_checkpoint_stays(data, capsys, monkeypatch, tmp_path):
-    scontrol = tmp_path / "scontrol"
-    scontrol.write_text('#!/bin/sh\necho "scontrol: error: Requested operation is disabled" >&2\nexit 1\n')
-    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    _fake_scontrol(monkeypatch, tmp_path, 'echo "scontrol: error: Requested operation is disabled" >&2; exit 1', "7")
     run = data / "not_requeued"
     _signal_after(monkeypatch, signal.SIGUSR1, 2)
     code, _, err = dlcvkit_here(capsys, *_command(data, run))

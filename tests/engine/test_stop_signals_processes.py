@@ -15,29 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dlcvkit.data.synth import synth_cls
-from tests.engine.test_reliability_faults import _latest, _run, _start, _wait_for_checkpoint
+from tests.engine.test_reliability_faults import RECIPE, TOTAL, _latest, _run, _start, _wait_for_checkpoint
 from tests.engine.test_stop_signals import _same_weights, _steps
 
 pytestmark = pytest.mark.slow  # real processes, 2 of them through the launcher: minutes of CPU
-
-RECIPE = """
-task = "classify"
-[data]
-img_size = 32
-batch_size = 4
-num_workers = 1
-[model]
-backbone = "test_resnet"
-[train]
-epochs = 2
-log_every = 4
-ckpt_every = 1
-keep_checkpoints = 2
-model_ema = 0.9
-tensorboard = false
-"""
-TOTAL = 24  # 48 images / batch 4 = 12 steps per epoch
-
 
 def _command(root, run, procs):
     launch = ["launch", "--procs", 2, "--"] if procs == 2 else []
