@@ -79,7 +79,10 @@ class TrainConfig:
     log_every: int = 10  # optimizer steps between logged training losses (the only host syncs of the loop)
     eval_every: int = 1  # epochs between evaluations (0 = only at the end)
     ckpt_every: int = 0  # optimizer steps between checkpoints (0 = at the end of each epoch only)
-    keep_last: int = 2  # checkpoints kept in RUN_DIR/checkpoints
+    keep_checkpoints: int = 2  # the newest K checkpoints are kept in RUN_DIR/checkpoints
+    # "auto": continue from the newest complete checkpoint in the run folder if there is one, else start the run
+    # (as --resume auto; one command line then serves the first start and every restart)
+    resume: Literal["", "auto"] = ""
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     # trackers that must log the run (through accelerate; each needs its pip extra): RUN_DIR/tensorboard,
     # MLflow (MLFLOW_TRACKING_URI, else the store RUN_DIR/mlruns), W&B (WANDB_MODE=offline works offline)
@@ -138,7 +141,7 @@ RANGES = {
     "schedule.warmup_steps": (0, None), "schedule.warmup_epochs": (0, None), "schedule.min_lr_ratio": (0, 1),
     "train.epochs": (1, None), "train.grad_accum": (1, None), "train.clip_grad_norm": (0, None),
     "train.model_ema": (0, 1), "train.log_every": (1, None), "train.eval_every": (0, None),
-    "train.ckpt_every": (0, None), "train.keep_last": (1, None), "train.progress_seconds": (0, None),
+    "train.ckpt_every": (0, None), "train.keep_checkpoints": (1, None), "train.progress_seconds": (0, None),
     "train.threads": (0, None),
     # classify / finetune
     "model.num_classes": (0, 1_000_000), "model.head": (1, 65536), "model.grid": (1, 64),
@@ -162,12 +165,18 @@ def check_ranges(recipe: Recipe, where: str) -> None:
                 raise DlcvkitError(f"{where}: recipe key '{shown}' must be {bounds}, got {item!r}")
 
 
+# Old spellings of recipe keys, read as the new ones (in TOML and --set), so that the recipes of earlier runs and
+# scripts keep working; a recipe is always written with the new names.
+RENAMED_KEYS = {"train.keep_last": "train.keep_checkpoints"}
+
+
 def from_dict(cls: type, raw: dict, where: str, prefix: str = "") -> Any:
     """Build dataclass `cls` from a (nested) dict, rejecting unknown keys and values of the wrong type."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in raw.items():
+        key = RENAMED_KEYS.get(f"{prefix}{key}", f"{prefix}{key}").removeprefix(prefix)
         if key not in hints:
             section = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
             raise DlcvkitError(
@@ -183,6 +192,7 @@ def apply_override(recipe: Recipe, item: str) -> None:
     if "=" not in item:
         raise DlcvkitError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.1")
     key, text = (s.strip() for s in item.split("=", 1))
+    key = RENAMED_KEYS.get(key, key)
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

@@ -101,7 +101,7 @@ def bench_train(
             recipe.model.name = segmenter
         t = recipe.train
         t.epochs, t.log_every, t.precision = 1, interval, PRECISIONS[precision]
-        t.channels_last, t.compile, t.tensorboard, t.keep_last = channels_last, compile, False, 1
+        t.channels_last, t.compile, t.tensorboard, t.keep_checkpoints = channels_last, compile, False, 1
         t.cpu = device is not None and device.type == "cpu"
         return recipe
 

@@ -1,6 +1,6 @@
 """How the command line ends: one line on stderr, naming the process in a multi-process run, and the exit code
-(2 bad input or memory that ran out, 130 Ctrl-C, 143 SIGTERM, 1 a lost peer); a process group torn down on the way
-out."""
+(2 bad input or memory that ran out, 1 a lost peer, 128 + the signal's number for Ctrl-C, SIGTERM and SIGUSR1:
+130, 143, 138 on Linux, after a checkpoint when they stop training); a process group torn down on the way out."""
 
 from __future__ import annotations
 
@@ -25,12 +25,19 @@ def _pop_debug(args: list[str]) -> bool:
 
 
 class _Terminated(BaseException):
-    """SIGTERM, as an exception so that the CLI can say why it stops (BaseException: no `except Exception`
-    turns it into something else)."""
+    """SIGTERM or SIGUSR1 outside training, as an exception so that the CLI can say why it stops (BaseException: no
+    `except Exception` turns it into something else)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _terminate(signum, frame) -> None:
-    raise _Terminated
+    raise _Terminated(signum)
+
+
+TERMINATING = (signal.SIGTERM, signal.SIGUSR1)  # the scheduler's (SIGUSR1's default action would end us silently)
 
 
 def run(app, argv: list[str]) -> None:
@@ -38,7 +45,7 @@ def run(app, argv: list[str]) -> None:
     args = list(argv)
     debug = _pop_debug(args)
     in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers live
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    previous = {s: signal.signal(s, _terminate) for s in TERMINATING} if in_main_thread else {}
     if "dlcvkit.engine.rundir" in sys.modules:  # a run of an earlier command in this process is not this one's
         sys.modules["dlcvkit.engine.rundir"].ACTIVE_RUN.clear()
     try:
@@ -48,17 +55,17 @@ def run(app, argv: list[str]) -> None:
             raise
         _exit(2, f"error: {_message(e)}")
     except TrainingInterrupted as e:  # the processes stopped together, after saving
-        _exit(130, str(e), every_process=False, abort=False)
+        _exit(e.code, str(e), every_process=False, abort=False)
     except KeyboardInterrupt:
         _exit(130, "interrupted")
     except SystemExit as e:
         if e.code != 130:
             raise
         _exit(130, "interrupted")  # Typer's exit for a Ctrl-C outside training (or a second one during it)
-    except _Terminated:
+    except _Terminated as e:
         why = " (a launcher stops every process when one fails: see the first error above)" if _processes()[1] > 1 \
             else _what_is_kept()
-        _exit(143, f"stopped by SIGTERM{why}")
+        _exit(128 + e.signum, f"stopped by {signal.Signals(e.signum).name}{why}")
     except OSError as e:  # a path that cannot be read or written (permissions, a file where a folder goes)
         if not debug and (why := no_room(e, Path.cwd())):  # a full disk where no command named the file
             _exit(2, f"error: cannot write {e.filename or 'a file'}: {why}")
@@ -78,8 +85,8 @@ def run(app, argv: list[str]) -> None:
         _exit(1, f"error: a collective operation failed ({_first_line(e)}): another process of the run failed or "
                  "is unreachable; its error is the cause")
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _what_is_kept() -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +36,34 @@ def launch(
     if dry_run:
         print(shlex.join(command))
         return
-    raise typer.Exit(subprocess.call(command))
+    with _waiting_through(signal.SIGTERM, signal.SIGUSR1):
+        code = subprocess.call(command, env=launcher_environment())
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _waiting_through(*signals: int):
+    """Keep waiting for the launcher when a scheduler's stop signal arrives: it reaches every process of the job
+    (SLURM signals all of a job step's, a terminal or `kill -TERM -PGID` the process group), and the run saves a
+    checkpoint before it ends. Forwarding it would give the launcher a second one, which cuts its wait for the
+    processes short. A handler, not SIG_IGN: an ignored signal stays ignored in the processes started meanwhile."""
+    previous = {s: signal.signal(s, lambda signum, frame: None) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# torchrun (under `accelerate launch`) forwards these to the processes it starts and then waits up to 30 s
+# (--shutdown-timeout) for them; its default list lacks SIGUSR1, whose default action would end the launcher and
+# leave the processes without it. PET_* variables are torchrun's options.
+FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+
+
+def launcher_environment() -> dict[str, str]:
+    """The environment of the launcher: this one, with SIGUSR1 forwarded unless the user chose the signals."""
+    return {"PET_SIGNALS_TO_HANDLE": FORWARDED_SIGNALS, **os.environ}
 
 
 def launch_command(args: list[str], config: Path | None, gpus: int, procs: int, nodes: int, node_rank: int,

@@ -29,7 +29,9 @@ MaxStepsOpt = Annotated[
                                                "schedules are unchanged.")
 ]
 ResumeOpt = Annotated[
-    Optional[Path], typer.Option("--resume", help="Continue the run in RUN_DIR from its latest checkpoint.")
+    Optional[Path], typer.Option("--resume", help="Continue the run in RUN_DIR from its latest checkpoint; `auto`: "
+                                                  "continue the run in --out if it has a checkpoint, else start it "
+                                                  "(one command line for the first start and every restart).")
 ]
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace existing outputs: files of the names this command writes (never an "

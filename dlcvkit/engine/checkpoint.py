@@ -50,7 +50,7 @@ def checkpoint_root(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_last: int,
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_checkpoints: int,
                     extra_models: dict[str, nn.Module] | None = None) -> Path:
     """Save the accelerator state, the engine `state` (must hold "step") and `extra_models` (weights that
     are the same on every process, e.g. the model EMA, as NAME.safetensors) as checkpoints/step_XXXXXXXX."""
@@ -78,7 +78,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_l
         os.replace(tmp, final)
         _sync_folder(root, files=False)
         _write_atomic(root / "latest", final.name)
-        _prune(root, keep_last, keep=final.name)
+        _prune(root, keep_checkpoints, keep=final.name)
     accelerator.wait_for_everyone()
     return final
 
@@ -93,6 +93,33 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
             return candidate
     complete = sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
     return complete[-1] if complete else None
+
+
+def newest_complete_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """(the checkpoint to continue from, why newer ones were passed over): the one `latest` names, else the newest
+    step folder, whose files all match its manifest and whose engine state reads; never a `.tmp_step_*` folder
+    (a write that was killed). Reads every file of each candidate (sha256)."""
+    root = checkpoint_root(run_dir)
+    pointer = root / "latest"
+    named = [root / pointer.read_text().strip()] if pointer.is_file() else []
+    candidates = dict.fromkeys([*named, *sorted(root.glob("step_*"), reverse=True)])
+    skipped = []
+    for path in candidates:
+        try:
+            if not (path / STATE_FILE).is_file():
+                raise DlcvkitError(f"it has no {STATE_FILE}")
+            _verify(path)
+            json.loads((path / STATE_FILE).read_text())
+        except (DlcvkitError, OSError, ValueError) as e:
+            skipped.append(f"{path.name} ({first_line(e)})")
+            continue
+        return path, skipped
+    return None, skipped
+
+
+def point_latest(path: Path) -> None:
+    """Make `latest` name the checkpoint folder PATH (what --resume continues from)."""
+    _write_atomic(path.parent / "latest", path.name)
 
 
 def kept_checkpoint(run_dir: Path) -> str:
@@ -267,8 +294,10 @@ def _fsync(fd: int) -> None:
         os.close(fd)
 
 
-def _prune(root: Path, keep_last: int, keep: str) -> None:
-    complete = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in complete[: max(0, len(complete) - max(1, keep_last))]:
-        if old.name != keep:
-            shutil.rmtree(old, ignore_errors=True)
+def _prune(root: Path, keep_checkpoints: int, keep: str) -> None:
+    """Keep the newest `keep_checkpoints` up to `keep` (the one just written); those after it belong to the part
+    of a run that a stop lost (the run continued from an earlier one) and go too."""
+    complete = sorted(p for p in root.glob("step_*") if p.is_dir() and p.name <= keep)
+    stale = [p for p in root.glob("step_*") if p.is_dir() and p.name > keep]
+    for old in complete[: max(0, len(complete) - max(1, keep_checkpoints))] + stale:
+        shutil.rmtree(old, ignore_errors=True)

@@ -23,7 +23,7 @@ from dlcvkit.engine.checkpoint import (kept_checkpoint, latest_checkpoint, load_
 from dlcvkit.engine.distributed import (compute_threads, convert_sync_batchnorm, make_accelerator,
                                         use_deterministic_kernels)
 from dlcvkit.engine.ema import EMA
-from dlcvkit.engine.interrupt import StopRequest, TrainingInterrupted
+from dlcvkit.engine.interrupt import StopRequest
 from dlcvkit.engine.loaders import device_batches, make_eval_loader, make_train_loader
 from dlcvkit.engine.optim import build_optimizer
 from dlcvkit.engine.rundir import prepare_run_dir
@@ -123,7 +123,7 @@ def _fit(task: Task, run_dir: Path, *, max_steps: int, resume: bool, overwrite: 
     ctx = RunContext(accelerator, run_dir, step, step // steps_per_epoch, total_steps)
     samples_per_step = recipe.data.batch_size * accum
     with RunLog(accelerator, run_dir, start_step=step, stop_step=stop, log_every=train.log_every,
-                samples_per_step=samples_per_step, progress_seconds=train.progress_seconds) as log, StopRequest(accelerator.is_main_process) as interrupt:
+                samples_per_step=samples_per_step, progress_seconds=train.progress_seconds) as log, StopRequest(accelerator) as interrupt:
         for note in notes:
             log.print(note)
         if step < stop:
@@ -161,8 +161,8 @@ def _fit(task: Task, run_dir: Path, *, max_steps: int, resume: bool, overwrite: 
             step += 1
             ctx.step, ctx.epoch = step, step // steps_per_epoch
             extra = {"tau": emas[0].tau(step - 1)} if emas else {}
-            stopping = log.train_step(step, ctx.epoch, loss, optimizer.param_groups[0]["lr"], data_wait, extra,
-                                      interrupt.requested)
+            log.train_step(step, ctx.epoch, loss, optimizer.param_groups[0]["lr"], data_wait, extra)
+            stopping = interrupt.agree()  # every process, every step: a stop signal stops all after this step
 
             epoch_done = step % steps_per_epoch == 0
             if epoch_done:
@@ -175,15 +175,13 @@ def _fit(task: Task, run_dir: Path, *, max_steps: int, resume: bool, overwrite: 
             if epoch_done:
                 task.after_epoch(net, ctx)
             if epoch_done or step == stop or (train.ckpt_every and step % train.ckpt_every == 0) or stopping:
-                # never save a diverged model; the flush may also be where the processes agree to stop
-                stopping = log.flush(step, ctx.epoch, optimizer.param_groups[0]["lr"], extra, interrupt.requested)
+                log.flush(step, ctx.epoch, optimizer.param_groups[0]["lr"], extra)  # never save a diverged model
                 _check_finite(net, ema_model, step, run_dir)
                 state.update(step=step, epoch=ctx.epoch)
-                save_checkpoint(accelerator, run_dir, state, train.keep_last, extra_models)
+                save_checkpoint(accelerator, run_dir, state, train.keep_checkpoints, extra_models)
             if stopping and step < stop:
                 finish_trackers(accelerator)
-                raise TrainingInterrupted(f"stopped after step {step} of {stop} by Ctrl-C; the checkpoint is saved: "
-                                          f"continue with --resume {run_dir}")
+                raise interrupt.stopped(step, stop, run_dir, accelerator.is_main_process)
 
     if accelerator.is_main_process:
         save_weights(net.state_dict(), run_dir / "model.safetensors", {"step": str(step)})

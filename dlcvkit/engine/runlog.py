@@ -35,8 +35,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 class RunLog:
     """Accumulates the training loss on the device and reads it back every `log_every` steps (the loop's only
-    host sync), writes records, and drives the progress bar. The same reduction carries the processes' stop
-    requests (Ctrl-C, see dlcvkit.engine.interrupt), so that all of them agree on the step to stop after."""
+    host sync), writes records, and drives the progress bar."""
 
     def __init__(
         self,
@@ -55,7 +54,6 @@ class RunLog:
         self._loss_sum = torch.zeros((), device=accelerator.device)
         self._count, self._data_wait, self._t0, self._step0 = 0, 0.0, time.perf_counter(), start_step
         self.last_loss = float("nan")
-        self.stopping = False  # every process is to stop after the current step (agreed in `flush`)
         if self.main:
             # Records after the checkpoint we resume from belong to the lost part of the run: drop them.
             kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
@@ -90,35 +88,23 @@ class RunLog:
         if self.main:
             self.progress.console.print(message, highlight=False, soft_wrap=True)
 
-    def train_step(self, step: int, epoch: int, loss: torch.Tensor, lr: float, data_wait: float, extra: dict,
-                   stop_requested: bool = False) -> bool:
-        """Account one optimizer step (`step` = steps done); every `log_every` steps read back and record.
-        Returns `stopping`: whether every process is to stop after this step (this process's `stop_requested`
-        counts at once in a single-process run, at the next record in a multi-process one)."""
+    def train_step(self, step: int, epoch: int, loss: torch.Tensor, lr: float, data_wait: float, extra: dict) -> None:
+        """Account one optimizer step (`step` = steps done); every `log_every` steps read back and record."""
         self._loss_sum += loss.detach().float()
         self._count += 1
         self._data_wait += data_wait
         self.progress.update(self._bar, completed=step)
         if step % self.log_every == 0 or step == self.stop_step:
-            return self.flush(step, epoch, lr, extra, stop_requested)
-        if self.accelerator.num_processes == 1:
-            self.stopping = stop_requested
-        return self.stopping
+            self.flush(step, epoch, lr, extra)
 
-    def flush(self, step: int, epoch: int, lr: float, extra: dict, stop_requested: bool = False) -> bool:
-        """Record the mean loss since the last record; raise if it is not finite. Returns `stopping`."""
-        if self.accelerator.num_processes == 1:
-            self.stopping = stop_requested
+    def flush(self, step: int, epoch: int, lr: float, extra: dict) -> None:
+        """Record the mean loss since the last record; raise if it is not finite."""
         if self._count == 0:
-            return self.stopping
-        # Mean over all processes' local losses (= the global batch's loss) and whether any process asks to
-        # stop: the interval's one host sync. Every rank gets the same values, so a non-finite loss or a stop
-        # request stops all of them after the same step.
+            return
+        # Mean over all processes' local losses (= the global batch's loss): the interval's one host sync. Every
+        # rank gets the same value, so a non-finite loss stops all of them after the same step.
         if self.accelerator.num_processes > 1:
-            stop = torch.tensor(float(stop_requested), device=self._loss_sum.device)
-            loss_sum, stops = self.accelerator.reduce(torch.stack([self._loss_sum, stop]), "sum").tolist()
-            loss_sum /= self.accelerator.num_processes
-            self.stopping = stops > 0
+            loss_sum = float(self.accelerator.reduce(self._loss_sum, "sum")) / self.accelerator.num_processes
         else:
             loss_sum = float(self._loss_sum)
         loss = loss_sum / self._count
@@ -146,7 +132,6 @@ class RunLog:
         )
         self.write(record)
         self._progress_line(record)
-        return self.stopping
 
     def _progress_line(self, record: dict) -> None:
         """Without a terminal: `step 20/100 (20%)  epoch 2  loss ...  lr ...  img/s  elapsed 0:00:41  ETA

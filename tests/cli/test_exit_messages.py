@@ -45,16 +45,19 @@ def _sigterm_at_save(monkeypatch, saves_before: int) -> None:
     monkeypatch.setattr(loop, "save_checkpoint", saving)
 
 
-@pytest.mark.parametrize("saves_before", [0, 2])
-def test_sigterm_names_the_checkpoint_in_the_run_folder(tmp_path, capsys, monkeypatch, saves_before):
+@pytest.mark.parametrize("saves_before, stopped", [(0, 2), (2, 4)])
+def test_sigterm_names_the_checkpoint_in_the_run_folder(tmp_path, capsys, monkeypatch, saves_before, stopped):
+    """A SIGTERM during a checkpoint's write (after step `saves_before` + 1) stops the run after the next step, with
+    that step's checkpoint saved (issue 26: SIGTERM used to stop at once, without one)."""
     run_dir = tmp_path / "run"
     task = _task()
-    task.recipe.train.ckpt_every, task.recipe.train.keep_last = 1, 3
+    task.recipe.train.ckpt_every, task.recipe.train.keep_checkpoints = 1, 3
     _sigterm_at_save(monkeypatch, saves_before)
     code = _run(_finish(lambda: fit(task, run_dir)))
-    expected = (f"no checkpoint was written in {run_dir}: start it again with --out {run_dir}" if saves_before == 0
-                else f"the last good checkpoint, checkpoints/step_00000002, is kept: continue with --resume {run_dir}")
-    assert code == 143 and capsys.readouterr().err.splitlines()[-1] == f"dlcvkit: stopped by SIGTERM; {expected}"
+    assert code == 143 and capsys.readouterr().err.splitlines()[-1] == (
+        f"dlcvkit: stopped after step {stopped} of 8 by SIGTERM; the checkpoint is saved: continue with --resume "
+        f"{run_dir} (or the same command with --resume auto)")
+    assert (run_dir / "checkpoints" / "latest").read_text() == f"step_{stopped:08d}"
 
 
 def test_sigterm_outside_training_names_no_earlier_run(tmp_path, capsys):

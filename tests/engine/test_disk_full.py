@@ -43,7 +43,7 @@ def file_size_limit():
 
 def _line_task():
     task = _task(cls=ScoredLineTask)  # 8 steps, 4 per epoch, an evaluation (and best.safetensors) per epoch
-    task.recipe.train.ckpt_every, task.recipe.train.model_ema, task.recipe.train.keep_last = 2, 0.5, 10
+    task.recipe.train.ckpt_every, task.recipe.train.model_ema, task.recipe.train.keep_checkpoints = 2, 0.5, 10
     return task
 
 

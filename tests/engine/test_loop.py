@@ -76,7 +76,7 @@ def _task(batch_size: int = 4, grad_accum: int = 1, cls: type[LineTask] = LineTa
     recipe.optim.name, recipe.optim.lr, recipe.optim.weight_decay = "sgd", 0.05, 0.0  # timm: Nesterov momentum 0.9
     recipe.schedule.decay = "constant"
     t = recipe.train
-    t.epochs, t.grad_accum, t.log_every, t.tensorboard, t.keep_last = 2, grad_accum, 1, False, 1
+    t.epochs, t.grad_accum, t.log_every, t.tensorboard, t.keep_checkpoints = 2, grad_accum, 1, False, 1
     return cls(recipe)
 
 

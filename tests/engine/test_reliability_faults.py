@@ -41,7 +41,7 @@ backbone = "test_resnet"
 epochs = 2
 log_every = 1
 ckpt_every = 1
-keep_last = 3
+keep_checkpoints = 3
 model_ema = 0.9
 """
 STEPS_PER_EPOCH, TOTAL = 12, 24
@@ -264,7 +264,7 @@ def test_ctrl_c_to_one_process_stops_both_after_the_same_step(faults):
     result = faults[1]["sigint_one_rank"]
     assert result["code"] != 0
     stopped = int(re.search(r"\[process 0 of 2\] stopped after step (\d+) of 24 by Ctrl-C", result["stderr"])[1])
-    assert stopped % 3 == 0  # agreed at a log step (train.log_every = 3)
+    assert stopped >= 2  # agreed after the step in which rank 1 got it, not at a log step (train.log_every = 3)
     assert "Ctrl-C: saving" not in result["stderr"]  # process 0 itself never got the signal
     assert result["latest"] == stopped
     assert {"random_states_0.pkl", "random_states_1.pkl", "trainer_state.json"} <= set(result["files"])

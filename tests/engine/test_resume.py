@@ -70,7 +70,7 @@ def test_checkpoints_are_complete_and_pruned(runs):
     ckpts = root / "split" / "checkpoints"
     assert (ckpts / "latest").read_text() == "step_00000007"
     steps = sorted(p.name for p in ckpts.iterdir() if p.name.startswith("step_"))
-    assert steps == ["step_00000006", "step_00000007"]  # keep_last = 2
+    assert steps == ["step_00000006", "step_00000007"]  # keep_checkpoints = 2
     state = json.loads((ckpts / "step_00000007" / "trainer_state.json").read_text())
     assert state["step"] == 7
     assert (ckpts / "step_00000007" / "model.safetensors").is_file()

@@ -35,7 +35,7 @@ backbone = "test_resnet"
 [train]
 epochs = 2
 ckpt_every = 1
-keep_last = 3
+keep_checkpoints = 3
 model_ema = 0.9
 """
 # 12 images / batch 4 = 3 steps per epoch: the first evaluation (and best.safetensors) comes at step 3, before

@@ -31,7 +31,7 @@ lr = 0.002
 [train]
 epochs = 3
 log_every = 2
-keep_last = 1
+keep_checkpoints = 1
 """
 
 
