@@ -20,7 +20,7 @@ LAYERS = (
     ("dlcvkit.viz",),
     ("dlcvkit.data",),
     ("dlcvkit.augment",),
-    ("dlcvkit.config", "dlcvkit.recipes", "dlcvkit.outputs", "dlcvkit.errors", "dlcvkit"),
+    ("dlcvkit.config", "dlcvkit.recipes", "dlcvkit.outputs", "dlcvkit.runnames", "dlcvkit.errors", "dlcvkit"),
 )
 
 
