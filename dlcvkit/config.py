@@ -18,6 +18,7 @@ import tomli_w
 
 from dlcvkit.errors import DlcvkitError, did_you_mean
 from dlcvkit.recipes import find as find_recipe
+from dlcvkit.runnames import RECIPE_FILE
 
 
 @dataclass
@@ -111,13 +112,8 @@ def load_recipe(path: str | Path, cls: type[R], overrides: list[str] = ()) -> R:
     overrides, and check that it is for `cls`'s task."""
     path = find_recipe(Path(path))
     if path.is_dir():
-        path = path / "recipe.toml"
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise DlcvkitError(f"recipe {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
-        raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
+        path = path / RECIPE_FILE
+    raw = _read_toml(path)
     expected = cls().task
     if expected and raw.get("task", expected) != expected:  # before its keys are read: theirs are another task's
         raise DlcvkitError(f"recipe {path} is for task '{raw['task']}', not '{expected}'")
@@ -258,6 +254,25 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise wrong("a string")
         return value
     raise TypeError(f"unsupported recipe type {hint!r} for {key}")  # a programming error, not user input
+
+
+def recorded_recipe(run_dir: Path, option: str = "") -> dict:
+    """RUN_DIR/recipe.toml as plain data (`option`: what named RUN_DIR): read before, or instead of, loading it as
+    its Task's recipe, so that a run of another task is named as such and a report needs none of the tasks' code."""
+    path = Path(run_dir) / RECIPE_FILE
+    if not path.is_file():
+        where = f"{option} {run_dir}" if option else str(run_dir)
+        raise DlcvkitError(f"{where}: not a dlcvkit run folder (no {RECIPE_FILE})")
+    return _read_toml(path)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise DlcvkitError(f"recipe {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

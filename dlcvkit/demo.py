@@ -21,6 +21,7 @@ from dlcvkit.engine.runlog import counted, read_metrics
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.recipes import shipped
 from dlcvkit.report import Block, comparison, write_report
+from dlcvkit.runnames import BACKBONE_FILE, MODEL_FILE, REPORT_HTML, REPORT_MD
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
     d.cli("BYOL pre-training", "byol", "-r", shipped("demo_byol"), "--data", data / "ssl", "--out", runs / "byol",
           "--monitor", data / "office", "--set", f"train.epochs={s.byol_epochs}", train=True)
     d.cli("probe: BYOL backbone", "eval", "probe", "--data", data / "office",
-          "--backbone", runs / "byol" / "backbone.safetensors", "--workers", 0, "--json", out / "probe_byol.json",
+          "--backbone", runs / "byol" / BACKBONE_FILE, "--workers", 0, "--json", out / "probe_byol.json",
           main_only=True)
     d.cli("probe: random backbone", "eval", "probe", "--data", data / "office", "--model", "resnet18",
           "--img-size", 32, "--workers", 0, "--json", out / "probe_random.json", main_only=True)
@@ -106,7 +107,7 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
           data / "supervised", "--out", runs / "supervised", "--set", f"train.epochs={s.cls_epochs}", train=True)
     d.cli("fine-tuning settings A–E", "finetune", "-r", shipped("demo_finetune"), "--all-settings",
           "--data", data / "office", "--out", runs / "finetune",
-          "--supervised", runs / "supervised" / "model.safetensors", "--byol", runs / "byol" / "backbone.safetensors",
+          "--supervised", runs / "supervised" / MODEL_FILE, "--byol", runs / "byol" / BACKBONE_FILE,
           "--tsne-every", s.finetune_epochs, "--set", f"train.epochs={s.finetune_epochs}", train=True)
 
     # 3. Segmentation: the FCN32s baseline against FCN8s, tracked masks, the course's evaluation of predictions
@@ -130,9 +131,9 @@ def run_demo(out: Path, run_cli: Callable[[list[str]], None], quick: bool = Fals
 
     if d.state.is_main_process:
         write_report(demo_blocks(d), out)
-        print(f"\n[demo] done: {out / 'report.md'} (and report.html)", flush=True)
+        print(f"\n[demo] done: {out / REPORT_MD} (and {REPORT_HTML})", flush=True)
     d.state.wait_for_everyone()
-    return out / "report.md"
+    return out / REPORT_MD
 
 
 def demo_blocks(d: Demo) -> list[Block]:

@@ -12,14 +12,14 @@ import base64
 import html
 import json
 import statistics
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlcvkit.config import recorded_recipe
 from dlcvkit.engine.checkpoint import STATE_FILE, latest_checkpoint
 from dlcvkit.diskfull import write_atomic
 from dlcvkit.engine.runlog import read_metrics
-from dlcvkit.errors import DlcvkitError
+from dlcvkit.runnames import BEST_FILE, CURVES_FILE, RECIPE_FILE, REPORT_HTML, REPORT_MD, REPORT_NAME
 
 
 @dataclass
@@ -38,8 +38,7 @@ class Block:
 def run_summary(run_dir: Path) -> dict:
     """What a run did: task, steps, last validation metrics, best metric, throughput."""
     run_dir = Path(run_dir)
-    if not (run_dir / "recipe.toml").is_file():
-        raise DlcvkitError(f"{run_dir}: not a dlcvkit run folder (no recipe.toml)")
+    task = recorded_recipe(run_dir).get("task", "")
     records = read_metrics(run_dir)
     train = [r for r in records if "split" not in r]
     val = [r for r in records if r.get("split") == "val"]
@@ -50,13 +49,13 @@ def run_summary(run_dir: Path) -> dict:
     state = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint else {}
     return {
         "name": run_dir.name,
-        "task": _task_name(run_dir / "recipe.toml"),
+        "task": task,
         "step": max((r["step"] for r in records), default=0),
         "epoch": max((r.get("epoch", 0) for r in records), default=0),
         "final_loss": train[-1]["loss"] if train else None,
         "val": {k: v for k, v in (val[-1] if val else {}).items() if k not in ("step", "epoch", "split")},
         "best": state.get("best"),
-        "best_metric": state.get("best_metric") or _best_metric(run_dir / "best.safetensors"),
+        "best_metric": state.get("best_metric") or _best_metric(run_dir / BEST_FILE),
         "best_step": state.get("best_step"),
         "best_epoch": state.get("best_epoch"),
         "total_steps": state.get("total_steps"),  # the schedule's steps (checkpoints of earlier versions: absent)
@@ -64,19 +63,6 @@ def run_summary(run_dir: Path) -> dict:
         "samples_per_s": statistics.median(speeds) if speeds else None,
         "data_wait": statistics.mean(waits) if waits else None,
     }
-
-
-def _task_name(recipe: Path) -> str:
-    """The task a run's recipe.toml names."""
-    return _recipe(recipe).get("task", "")
-
-
-def _recipe(path: Path) -> dict:
-    """A run's recipe.toml as a plain dict (the report needs none of the tasks' code)."""
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
 
 
 def _best_metric(path: Path) -> str:
@@ -112,14 +98,14 @@ def run_report_blocks(run_dir: Path) -> list[Block]:
     if s["val"]:
         blocks += [Block("heading", "Final validation metrics (the last evaluation, model.safetensors)"),
                    Block("table", header=["metric", "value"], rows=[[k, _fmt(v)] for k, v in s["val"].items()])]
-    classes = _recipe(run_dir / "recipe.toml").get("model", {}).get("num_classes")  # the chance level of accuracy
-    curves = plot_curves(read_metrics(run_dir), run_dir / "curves.png", classes)
-    pictures = ([curves] if curves else []) + sorted(p for p in run_dir.glob("*.png") if p.name != "curves.png")
+    classes = recorded_recipe(run_dir).get("model", {}).get("num_classes")  # the chance level of accuracy
+    curves = plot_curves(read_metrics(run_dir), run_dir / CURVES_FILE, classes)
+    pictures = ([curves] if curves else []) + sorted(p for p in run_dir.glob("*.png") if p.name != CURVES_FILE)
     pictures += sorted(run_dir.glob("tsne/*.png"))
     if pictures:
         blocks.append(Block("heading", "Pictures"))
         blocks += [Block("image", text=p.stem.replace("_", " "), path=p) for p in pictures]
-    blocks += [Block("heading", "Recipe"), Block("code", (run_dir / "recipe.toml").read_text())]
+    blocks += [Block("heading", "Recipe"), Block("code", (run_dir / RECIPE_FILE).read_text())]
     return blocks
 
 
@@ -150,7 +136,7 @@ def _best(summary: dict) -> str:
     return "-" if summary["best"] is None else f"{summary['best_metric']} {_fmt(summary['best'])}"
 
 
-def write_report(blocks: list[Block], out_dir: Path, name: str = "report") -> tuple[Path, Path]:
+def write_report(blocks: list[Block], out_dir: Path, name: str = REPORT_NAME) -> tuple[Path, Path]:
     """Write OUT_DIR/NAME.md and OUT_DIR/NAME.html."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +167,7 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
         elif b.kind == "code":
             out.append(f"```toml\n{b.text.rstrip()}\n```")
         elif b.kind == "runs":
-            out.append(f"{b.text} " + ", ".join(f"[{name}]({_relative(Path(d) / 'report.md', base)})"
+            out.append(f"{b.text} " + ", ".join(f"[{name}]({_relative(Path(d) / REPORT_MD, base)})"
                                                 for name, d in b.rows))
     return "\n\n".join(out) + "\n"
 
@@ -205,7 +191,7 @@ def to_html(blocks: list[Block], base: Path) -> str:
         elif b.kind == "code":
             body.append(f"<pre>{html.escape(b.text)}</pre>")
         elif b.kind == "runs":
-            links = ", ".join(f'<a href="{html.escape(_relative(Path(d) / "report.html", base))}">{html.escape(name)}'
+            links = ", ".join(f'<a href="{html.escape(_relative(Path(d) / REPORT_HTML, base))}">{html.escape(name)}'
                               "</a>" for name, d in b.rows)
             body.append(f"<p>{_inline(b.text)} {links}</p>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"

@@ -20,7 +20,8 @@ LAYERS = (
     ("dlcvkit.viz",),
     ("dlcvkit.data",),
     ("dlcvkit.augment",),
-    ("dlcvkit.config", "dlcvkit.recipes", "dlcvkit.outputs", "dlcvkit.diskfull", "dlcvkit.errors", "dlcvkit"),
+    ("dlcvkit.config", "dlcvkit.recipes", "dlcvkit.outputs", "dlcvkit.diskfull", "dlcvkit.runnames", "dlcvkit.errors",
+     "dlcvkit"),
 )
 
 

@@ -52,6 +52,7 @@ from dlcvkit.engine.loop import fit
 from dlcvkit.engine.runlog import RunLog, read_metrics
 from dlcvkit.engine.weights import read_state_dict
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.runnames import EMA_FILE, MODEL_FILE, RECIPE_FILE
 from dlcvkit.runs.load import run_recipe
 from dlcvkit.runs.segment import evaluate_run
 from dlcvkit.tasks.registry import build_task, task_classes
@@ -178,7 +179,7 @@ def _resume(cfg: dict, device: torch.device, cache: Path) -> dict:
             _fit(cfg["task"], data, overrides, device, root / "split", cfg["steps"], resume=True)
     finally:
         torch.use_deterministic_algorithms(False)  # for the parts after this one in the same process
-    names = ["model.safetensors"] + ["ema.safetensors"] * (root / "whole" / "ema.safetensors").exists()
+    names = [MODEL_FILE] + [EMA_FILE] * (root / "whole" / EMA_FILE).exists()
     differences = [_max_difference(root / "whole" / n, root / "split" / n) for n in names]
     # torch names the kernels without a deterministic CUDA implementation when it is asked for one
     nondeterministic = sorted({str(w.message).split(" does not have")[0] for w in caught
@@ -196,8 +197,8 @@ def _eval_gpu_cpu(cfg: dict, device: torch.device, cache: Path) -> dict:
     recipe = run_recipe(root / "run")
     recipe.train.cpu = True
     (root / "run_cpu").mkdir()
-    write_recipe(recipe, root / "run_cpu" / "recipe.toml")
-    shutil.copy(root / "run" / "model.safetensors", root / "run_cpu" / "model.safetensors")
+    write_recipe(recipe, root / "run_cpu" / RECIPE_FILE)
+    shutil.copy(root / "run" / MODEL_FILE, root / "run_cpu" / MODEL_FILE)
     matrices = {}
     for name in ("run", "run_cpu"):
         AcceleratorState._reset_state(reset_partial_state=True)
@@ -250,8 +251,8 @@ def _two_gpus(cfg: dict, device: torch.device, cache: Path) -> dict:
     recipe = recipe_cls()
     for item in [f"data.train={json.dumps(str(data))}", *cfg["overrides"], "train.log_every=1"]:
         apply_override(recipe, item)
-    write_recipe(recipe, root / "recipe.toml")
-    command = ["byol", "-r", str(root / "recipe.toml"), "--max-steps", str(cfg["steps"])]
+    write_recipe(recipe, root / RECIPE_FILE)
+    command = ["byol", "-r", str(root / RECIPE_FILE), "--max-steps", str(cfg["steps"])]
     for name, launch in (("one", []), ("two", ["launch", "--gpus", "2", "--"])):
         done = subprocess.run([sys.executable, "-m", "dlcvkit", *launch, *command, "--out", str(root / name)],
                               capture_output=True, text=True)

@@ -29,6 +29,7 @@ from dlcvkit.runs.classify import predict_runs
 from dlcvkit.runs.export import export_onnx
 from dlcvkit.runs.load import load_run
 from dlcvkit.runs.segment import predict_run
+from dlcvkit.runnames import MODEL_FILE, RECIPE_FILE
 from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask, classifier_logits
 from dlcvkit.tasks.segment import SegmentRecipe, SegmentTask, predict_masks
 
@@ -42,9 +43,9 @@ def make_run(folder: Path, recipe: Recipe, task: type[Task], precision: str, cpu
     weights of `task`'s model; `cpu`: its recipe asks for the CPU even where a GPU is present."""
     recipe.train.precision, recipe.train.cpu = PRECISIONS[precision], cpu
     folder.mkdir(parents=True, exist_ok=True)
-    write_recipe(recipe, folder / "recipe.toml")
+    write_recipe(recipe, folder / RECIPE_FILE)
     set_seed(0)
-    save_weights(task(recipe).build_model().state_dict(), folder / "model.safetensors")
+    save_weights(task(recipe).build_model().state_dict(), folder / MODEL_FILE)
     return folder
 
 

@@ -24,9 +24,9 @@ def report(
     from rich.console import Console
     from rich.table import Table
 
-    from dlcvkit.engine.rundir import REPORT_FILES, RUN_MARKER
     from dlcvkit.outputs import check_output_file
     from dlcvkit.report import Block, comparison, write_report, write_run_report
+    from dlcvkit.runnames import REPORT_FILES, RUN_MARKER
 
     if len(runs) == 1:
         if not (runs[0] / RUN_MARKER).is_file():  # in a run folder of ours the report's files are ours to replace

@@ -39,6 +39,7 @@ from torch import nn
 from dlcvkit.diskfull import write_atomic, writing
 from dlcvkit.engine.weights import load_weights, read_state_dict, save_weights, with_default_mode
 from dlcvkit.errors import DlcvkitError, first_line
+from dlcvkit.runnames import CHECKPOINTS_DIR, LATEST_FILE
 
 STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"  # {file name: {"bytes": size, "sha256": hex digest}} of every other file
@@ -47,7 +48,7 @@ RNG_FILE = re.compile(r"random_states_(\d+)\.pkl")  # accelerate's, one per proc
 
 
 def checkpoint_root(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / CHECKPOINTS_DIR
 
 
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_checkpoints: int,
@@ -77,7 +78,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_c
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _sync_folder(root, files=False)
-        _write_atomic(root / "latest", final.name)
+        _write_atomic(root / LATEST_FILE, final.name)
         _prune(root, keep_checkpoints, keep=final.name)
     accelerator.wait_for_everyone()
     return final
@@ -86,7 +87,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_c
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint that `latest` points to, or the newest complete one, or None."""
     root = checkpoint_root(run_dir)
-    pointer = root / "latest"
+    pointer = root / LATEST_FILE
     if pointer.is_file():
         candidate = root / pointer.read_text().strip()
         if (candidate / STATE_FILE).is_file():
@@ -267,7 +268,7 @@ def _older_checkpoint(path: Path) -> str:
     older = [p.name for p in sorted(path.parent.glob("step_*")) if p.name < path.name and (p / STATE_FILE).is_file()]
     if not older:
         return "there is no older complete checkpoint: train the run again"
-    latest = path.parent / "latest"
+    latest = path.parent / LATEST_FILE
     return f"to resume from the previous complete checkpoint, write its name, {older[-1]}, into {latest}"
 
 

@@ -34,6 +34,7 @@ from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.engine.trackers import finish_trackers
 from dlcvkit.engine.weights import non_finite_key, save_weights
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.runnames import BEST_FILE, EMA_FILE, MODEL_FILE, RECIPE_FILE
 
 
 def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, overwrite: bool = False) -> dict:
@@ -114,7 +115,7 @@ def _fit(task: Task, run_dir: Path, *, max_steps: int, resume: bool, overwrite: 
         if 0 < max_steps < state["step"]:
             raise DlcvkitError(f"--max-steps {max_steps}: the run in {run_dir} is already at step {state['step']}")
     elif accelerator.is_main_process:  # written once the model and the data opened: a bad input leaves no run
-        write_recipe(recipe, run_dir / "recipe.toml")
+        write_recipe(recipe, run_dir / RECIPE_FILE)
         task.start(run_dir)
     state.update(best_metric=task.best_metric, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     if accelerator.log_with:
@@ -184,9 +185,9 @@ def _fit(task: Task, run_dir: Path, *, max_steps: int, resume: bool, overwrite: 
                 raise interrupt.stopped(step, stop, run_dir, accelerator.is_main_process)
 
     if accelerator.is_main_process:
-        save_weights(net.state_dict(), run_dir / "model.safetensors", {"step": str(step)})
+        save_weights(net.state_dict(), run_dir / MODEL_FILE, {"step": str(step)})
         if ema_model is not None:  # the model EMA is only useful if inference can load it
-            save_weights(ema_model.state_dict(), run_dir / "ema.safetensors", {"step": str(step)})
+            save_weights(ema_model.state_dict(), run_dir / EMA_FILE, {"step": str(step)})
         task.export(net, ctx)
     accelerator.wait_for_everyone()
     finish_trackers(accelerator)
@@ -236,7 +237,7 @@ def _keep_best(task: Task, accelerator, net: nn.Module, metrics: dict, state: di
     step = ctx.step
     state.update(best=value, best_step=step, best_epoch=ctx.epoch)
     if accelerator.is_main_process:
-        save_weights(net.state_dict(), run_dir / "best.safetensors", {"step": str(step), task.best_metric: str(value)})
+        save_weights(net.state_dict(), run_dir / BEST_FILE, {"step": str(step), task.best_metric: str(value)})
 
 
 def _dropped_samples(samples: int, batch_size: int, accum: int, steps_per_epoch: int) -> str | None:

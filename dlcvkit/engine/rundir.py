@@ -18,18 +18,14 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from dlcvkit.engine.checkpoint import latest_checkpoint
+from dlcvkit.engine.checkpoint import checkpoint_root, latest_checkpoint
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.outputs import check_writable_path
+from dlcvkit.runnames import ENGINE_FILES, LOG_FILES, MODEL_FILE, RECIPE_FILE, RUN_MARKER
 
-RUN_MARKER = ".dlcvkit-run"
 # The run folder this process is training into (set once it is checked): what the CLI names when a signal
 # stops the process. A list, so that the CLI can clear it at the start of each command.
 ACTIVE_RUN: list[Path] = []
-REPORT_FILES = ("report.md", "report.html", "curves.png")  # also rewritten by `dlcvkit report RUN_DIR`
-ENGINE_FILES = ("recipe.toml", "metrics.jsonl", "checkpoints", "tensorboard", "model.safetensors",
-                "best.safetensors", "ema.safetensors")
-LOG_FILES = ("summary.csv", "mlruns", "wandb", *REPORT_FILES)
 MARKER_LISTS = "Files of its Task: "  # the marker's line naming the run's Task's `run_files`
 
 
@@ -63,10 +59,10 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False, task_fil
     if resume:
         if overwrite:
             raise DlcvkitError(f"--resume {run_dir} continues the run; --overwrite would start it anew: pass one")
-        if not (run_dir / "recipe.toml").is_file():
-            raise DlcvkitError(f"--resume {run_dir}: not a dlcvkit run folder (no recipe.toml)")
+        if not (run_dir / RECIPE_FILE).is_file():
+            raise DlcvkitError(f"--resume {run_dir}: not a dlcvkit run folder (no {RECIPE_FILE})")
         if latest_checkpoint(run_dir) is None:
-            raise DlcvkitError(f"--resume {run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}; the run "
+            raise DlcvkitError(f"--resume {run_dir}: no complete checkpoint in {checkpoint_root(run_dir)}; the run "
                                f"stopped before its first one: start it again with --out {run_dir}")
         return None
     check_own_folder(run_dir, "--out", overwrite)
@@ -98,7 +94,7 @@ def check_series_dir(out: Path, names: Iterable[str], overwrite: bool) -> None:
 def holds_run(run_dir: Path) -> bool:
     """Whether RUN_DIR holds a resumable or finished run (a checkpoint, or final weights whose checkpoints
     were deleted to save space)."""
-    return latest_checkpoint(run_dir) is not None or (Path(run_dir) / "model.safetensors").is_file()
+    return latest_checkpoint(run_dir) is not None or (Path(run_dir) / MODEL_FILE).is_file()
 
 
 def start_run_dir(run_dir: Path, task_files: tuple[str, ...] = ()) -> None:

@@ -22,9 +22,7 @@ from dlcvkit.engine.checkpoint import kept_checkpoint
 from dlcvkit.diskfull import append, write_atomic
 from dlcvkit.engine.rundir import run_files
 from dlcvkit.errors import DlcvkitError
-
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.csv"
+from dlcvkit.runnames import BEST_FILE, METRICS_FILE, SUMMARY_FILE
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -201,7 +199,7 @@ def end_of_run(summary: dict, run_dir: Path, task_files: tuple[str, ...] = ()) -
         lines.append(f"final (step {step}): {format_metrics(summary['metrics'])}")
     if summary["best"] is not None:
         lines.append(f"best {summary['best_metric']} {summary['best']:.4f} at epoch {summary['best_epoch']} "
-                     f"(step {summary['best_step']}): {run_dir / 'best.safetensors'}")
+                     f"(step {summary['best_step']}): {run_dir / BEST_FILE}")
     written = [f"{name}/" if (run_dir / name).is_dir() else name for name in run_files(task_files)
                if (run_dir / name).exists()]
     lines.append(f"files in {run_dir}: {', '.join(written)}")

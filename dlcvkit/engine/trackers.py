@@ -17,6 +17,7 @@ from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracke
 
 from dlcvkit.config import TrainConfig
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.runnames import MLRUNS_DIR, TENSORBOARD_DIR
 
 PROJECT = "dlcvkit"  # the MLflow experiment and W&B project of every run; the run is named after its folder
 MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # tracker -> module = pip extra
@@ -53,7 +54,7 @@ def tracker_timeout() -> float:
 
 def _check_tensorboard(run_dir: Path) -> None:
     """RUN_DIR/tensorboard, where it already exists (a resumed run), must be a folder that can be written."""
-    folder = run_dir / "tensorboard"
+    folder = run_dir / TENSORBOARD_DIR
     if folder.exists() and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
         raise DlcvkitError(f"train.trackers: TensorBoard logs to {folder}, which is not a writable folder; fix its "
                            "permissions, or turn TensorBoard off with --set train.tensorboard=false")
@@ -169,14 +170,14 @@ def _mlflow_version() -> str:
 
 def _tracker(name: str, run_dir: Path) -> GeneralTracker:
     if name == "tensorboard":
-        return TensorBoardTracker("tensorboard", run_dir)  # RUN_DIR/tensorboard/
+        return TensorBoardTracker(TENSORBOARD_DIR, run_dir)  # RUN_DIR/tensorboard/
     if name == "mlflow":
         if "MLFLOW_TRACKING_URI" not in os.environ:  # no server configured: a store of the run's own, offline
             import mlflow
 
             # MLflow 3 keeps its file store only on request; a database store would need SQLAlchemy
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
+            mlflow.set_tracking_uri((run_dir / MLRUNS_DIR).resolve().as_uri())
         return MLflowTracker(PROJECT, run_name=run_dir.name)
     return WandBTracker(PROJECT, name=run_dir.name, dir=str(run_dir))  # WANDB_MODE=offline: RUN_DIR/wandb/
 

@@ -14,12 +14,13 @@ from dlcvkit.config import RANGES, DataConfig, Recipe, load_recipe
 from dlcvkit.data.unreadable import skip_unreadable
 from dlcvkit.engine.weights import load_weights, read_state_dict
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.runnames import BEST_FILE, EMA_FILE, MODEL_FILE, RECIPE_FILE
 from dlcvkit.tasks.registry import recorded_task, task_classes
 
 
 def run_recipe(run_dir: Path) -> Recipe:
     """The resolved recipe a run folder was trained with."""
-    return load_recipe(Path(run_dir) / "recipe.toml", task_classes(recorded_task(run_dir, "--run"))[0])
+    return load_recipe(Path(run_dir) / RECIPE_FILE, task_classes(recorded_task(run_dir, "--run"))[0])
 
 
 CLASSIFIERS = ("classify", "finetune")  # the tasks whose model is an image classifier
@@ -63,8 +64,7 @@ def data_or_validation(run_dir: Path, data: Path | None, kinds: tuple[str, ...])
 
 
 # --weights -> the files tried in turn; the engine writes ema.safetensors beside model.safetensors
-WEIGHT_FILES = {"best": ("best.safetensors", "model.safetensors"), "last": ("model.safetensors",),
-                "ema": ("ema.safetensors",)}
+WEIGHT_FILES = {"best": (BEST_FILE, MODEL_FILE), "last": (MODEL_FILE,), "ema": (EMA_FILE,)}
 
 
 def run_weights(run_dir: Path, weights: str = "best") -> Path:
@@ -77,7 +77,7 @@ def run_weights(run_dir: Path, weights: str = "best") -> Path:
         if (run_dir / name).is_file():
             return run_dir / name
     if weights == "ema":
-        raise DlcvkitError(f"--weights ema: {run_dir / 'ema.safetensors'} does not exist (was the run trained with "
+        raise DlcvkitError(f"--weights ema: {run_dir / EMA_FILE} does not exist (was the run trained with "
                            "train.model_ema > 0?)")
     raise DlcvkitError(f"--run {run_dir}: no model.safetensors yet (has the run finished or reached --max-steps?)")
 

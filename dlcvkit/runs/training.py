@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.runnames import RECIPE_FILE
 from dlcvkit.tasks.registry import TASKS, build_task, recorded_task, task_classes
 
 
@@ -33,7 +34,7 @@ def resolve_recipe(recipe_cls, recipe: Path | None, resume: Path | None, overrid
                 "--recipe is required for a new run (`dlcvkit recipes` lists the shipped ones), or --resume RUN_DIR"
             )
         return load_recipe(recipe, recipe_cls, overrides)
-    saved_path = resume / "recipe.toml"
+    saved_path = resume / RECIPE_FILE
     kind, expected = recorded_task(resume, "--resume"), recipe_cls().task
     if kind != expected and kind in TASKS:
         raise DlcvkitError(f"--resume {resume} is a {kind} run (made by `dlcvkit {kind}`), not a {expected} run; "

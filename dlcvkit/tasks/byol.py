@@ -25,8 +25,8 @@ from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.byol import BYOL, build_byol
 from dlcvkit.data.office_home import office_home_splits
+from dlcvkit.runnames import BACKBONE_FILE
 
-BACKBONE_FILE = "backbone.safetensors"
 QUERY_EVERY = 5  # of the monitor set, samples 4, 9, 14, ... are classified by the kNN of all the others
 
 

@@ -7,6 +7,7 @@ import importlib
 from pathlib import Path
 from typing import NamedTuple
 
+from dlcvkit.config import recorded_recipe
 from dlcvkit.errors import DlcvkitError, did_you_mean
 
 
@@ -51,15 +52,7 @@ def task_classes(name: str) -> tuple[type, type]:
 def recorded_task(run_dir: Path, option: str) -> str:
     """The task that made the run in RUN_DIR (its recipe.toml's `task`), read before the recipe is loaded: a run
     of another task must be named as such, not by the first of its keys that the expected recipe lacks."""
-    import tomllib
-
-    path = Path(run_dir) / "recipe.toml"
-    if not path.is_file():
-        raise DlcvkitError(f"{option} {run_dir}: not a dlcvkit run folder (no recipe.toml)")
-    try:
-        return str(tomllib.loads(path.read_text()).get("task", ""))
-    except tomllib.TOMLDecodeError as e:
-        raise DlcvkitError(f"recipe {path} is not valid TOML: {e}") from None
+    return str(recorded_recipe(run_dir, option).get("task", ""))
 
 
 def build_task(recipe):
