@@ -101,7 +101,7 @@ def newest_complete_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
     step folder, whose files all match its manifest and whose engine state reads; never a `.tmp_step_*` folder
     (a write that was killed). Reads every file of each candidate (sha256)."""
     root = checkpoint_root(run_dir)
-    pointer = root / "latest"
+    pointer = root / LATEST_FILE
     named = [root / pointer.read_text().strip()] if pointer.is_file() else []
     candidates = dict.fromkeys([*named, *sorted(root.glob("step_*"), reverse=True)])
     skipped = []
@@ -120,7 +120,7 @@ def newest_complete_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
 
 def point_latest(path: Path) -> None:
     """Make `latest` name the checkpoint folder PATH (what --resume continues from)."""
-    _write_atomic(path.parent / "latest", path.name)
+    _write_atomic(path.parent / LATEST_FILE, path.name)
 
 
 def kept_checkpoint(run_dir: Path) -> str:

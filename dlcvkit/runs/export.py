@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
@@ -226,7 +227,7 @@ def onnx_run(path: Path, task: str) -> tuple[Recipe, OnnxModel]:
     --batch-size says otherwise; the exported model) of an export of `task`, for the inference code of a run."""
     path = Path(path)
     model = OnnxModel(path, task)
-    if not model.verified and int(os.environ.get("RANK", "0")) == 0:  # one note, from the launcher's first process
+    if not model.verified and PartialState().is_main_process:  # one note, from the run's first process
         print(f"dlcvkit: note: --onnx {path} has no checksum file {checksum_file(path)} (exported by hand or by "
               "an earlier dlcvkit): its bytes are not verified, only its weights checked to be finite",
               file=sys.stderr)

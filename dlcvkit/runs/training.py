@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -100,18 +99,18 @@ def _recipe_says_auto(recipe_cls, recipe: Path | None, overrides: list[str]) -> 
 def auto_resume(out: Path | None, overwrite: bool) -> Path | None:
     """--resume auto: the run folder to continue (OUT, when it holds a complete checkpoint; `latest` then names the
     newest one whose files are intact), or None to start a new run in OUT. Says which in one line."""
-    from dlcvkit.engine.checkpoint import newest_complete_checkpoint, point_latest
+    from dlcvkit.engine.checkpoint import checkpoint_root, newest_complete_checkpoint, point_latest
 
     if out is None:
         raise DlcvkitError("--resume auto needs --out RUN_DIR: the run folder it continues, or starts when it holds none")
     if overwrite:
         raise DlcvkitError("--resume auto continues the run in --out; --overwrite would start it anew: pass one")
     out = Path(out)
-    checkpoint, passed = newest_complete_checkpoint(out) if (out / "recipe.toml").is_file() else (None, [])
+    checkpoint, passed = newest_complete_checkpoint(out) if (out / RECIPE_FILE).is_file() else (None, [])
     passed_over = f" (passed over: {', '.join(passed)})" if passed else ""
     if checkpoint is None:
         if passed:
-            raise DlcvkitError(f"--resume auto: no checkpoint in {out / 'checkpoints'} can be continued{passed_over}; "
+            raise DlcvkitError(f"--resume auto: no checkpoint in {checkpoint_root(out)} can be continued{passed_over}; "
                                f"start the run anew with --overwrite, or choose another --out")
         _say(f"--resume auto: no checkpoint in {out}: starting a new run there")
         return None
@@ -119,18 +118,21 @@ def auto_resume(out: Path | None, overwrite: bool) -> Path | None:
     step, total = state["step"], state.get("total_steps", "?")
     _say(f"--resume auto: continuing the run in {out} from {checkpoint.parent.name}/{checkpoint.name} (step {step} "
          f"of {total}){passed_over}")
-    if passed and _rank() == 0:  # what --resume loads; each process chose the same one
+    if passed and _main_process():  # what --resume loads; each process chose the same one
         point_latest(checkpoint)
     return out
 
 
-def _rank() -> int:
-    """This process's rank, from the launcher's environment (before the accelerator exists)."""
-    return int(os.environ.get("RANK", "0"))
+def _main_process() -> bool:
+    """Whether this is the run's main process (accelerate's state: the process group is set up once, here or by
+    the engine's Accelerator, whichever comes first)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def _say(line: str) -> None:
-    if _rank() == 0:
+    if _main_process():
         print(f"dlcvkit: {line}", file=sys.stderr, flush=True)
 
 
