@@ -69,3 +69,11 @@ def test_every_tasks_module_defines_a_task():
     modules = {name for name in MODULES if name.startswith("dlcvkit.tasks.")} - {"dlcvkit.tasks.registry"}
     assert modules == {entry.module for entry in TASKS.values()}
     assert all(issubclass(task_classes(name)[1], Task) for name in TASKS)
+
+
+def test_the_training_loop_fits_on_one_screen():
+    # fit reads top to bottom as the loop (STYLE.md "The training loop is visible"); set-up and end-of-step work
+    # are named functions beside it
+    fit = next(node for node in ast.parse(MODULES["dlcvkit.engine.loop"].read_text()).body
+               if isinstance(node, ast.FunctionDef) and node.name == "fit")
+    assert fit.end_lineno - fit.lineno < 80

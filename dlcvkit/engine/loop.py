@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import send_to_device, set_seed
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from dlcvkit.config import flat_recipe, write_recipe
 from dlcvkit.data.cache import cache_splits
@@ -39,85 +41,23 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
     Returns {"step", "metrics", "best", ...}: see `dlcvkit.engine.runlog.end_of_run`."""
     start = time.perf_counter()
     recipe, train, run_dir = task.recipe, task.recipe.train, Path(run_dir)
-    accelerator = make_accelerator(train, run_dir)  # also refuses a tracker that is not installed
-    torch.set_num_threads(compute_threads(train.threads))
-    if train.deterministic:
-        use_deterministic_kernels()
-    elif accelerator.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if resume:  # only read: a folder without a run to resume says so before anything else
-        prepare_run_dir(accelerator, run_dir, resume=True, overwrite=overwrite)
-    train_set, val_set, notes = _open_data(task)  # before a new run's folder exists: bad input leaves none behind
-    sampler = TrainBatches(
-        len(train_set), recipe.data.batch_size, accelerator.process_index, accelerator.num_processes, train.seed
-    )
-    accum = train.grad_accum
-    steps_per_epoch = sampler.batches_per_epoch // accum
-    if steps_per_epoch == 0:
-        raise DlcvkitError(f"train.grad_accum={accum} is more than the {sampler.batches_per_epoch} batches per epoch")
-    if dropped := _dropped_samples(len(train_set), recipe.data.batch_size, accum, steps_per_epoch):
-        notes.append(dropped)
-    if not resume:
-        prepare_run_dir(accelerator, run_dir, resume=False, overwrite=overwrite)
-
-    set_seed(train.seed)  # the same initial weights on every process
-    model = task.build_model()
-    if train.sync_bn and accelerator.num_processes > 1:
-        model = convert_sync_batchnorm(model, accelerator.device)
-    if train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    set_seed(train.seed, device_specific=True)  # then each process draws its own augmentations
-
-    (train_set, val_set), cache_notes = cache_splits(  # with data.cache: decoded once, then read as slices
-        {"data.train": train_set, "data.val": val_set}, recipe.data.cache, recipe.data.cache_dir,
-        workers=recipe.data.num_workers, accelerator=accelerator)
-    notes += cache_notes
-    loader = make_train_loader(train_set, sampler, recipe.data.num_workers, accelerator.device)
-    val_loader = make_eval_loader(val_set, recipe.data, accelerator) if val_set is not None else None
-    total_steps = train.epochs * steps_per_epoch
-    warmup = recipe.schedule.warmup_steps or round(recipe.schedule.warmup_epochs * steps_per_epoch)
-    stop = min(total_steps, max_steps) if max_steps > 0 else total_steps
-
-    optimizer = build_optimizer(recipe.optim, task.param_groups(model), recipe.data.batch_size * accum)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    net = accelerator.unwrap_model(model, keep_torch_compile=False)  # plain module: clean state_dict keys
-    emas = task.emas(net, total_steps)
-    ema_model = None
-    if train.model_ema > 0:
-        ema_model = copy.deepcopy(net).eval().requires_grad_(False)
-        emas.append(EMA(net, ema_model, train.model_ema))
-    extra_models = {"ema": ema_model} if ema_model is not None else {}
-
-    state = {"step": 0, "best": None, "best_step": None, "best_epoch": None}
-    if resume:
-        state = load_checkpoint(accelerator, latest_checkpoint(run_dir), extra_models)
-        if 0 < max_steps < state["step"]:
-            raise DlcvkitError(f"--max-steps {max_steps}: the run in {run_dir} is already at step {state['step']}")
-    elif accelerator.is_main_process:  # written once the model and the data opened: a bad input leaves no run
-        write_recipe(recipe, run_dir / "recipe.toml")
-        task.start(run_dir)
-    state.update(best_metric=task.best_metric, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-    if accelerator.log_with:
-        accelerator.init_trackers("dlcvkit", config=flat_recipe(recipe))
-    step, batches, metrics = state["step"], None, {}
-    ctx = RunContext(accelerator, run_dir, step, step // steps_per_epoch, total_steps)
-    samples_per_step = recipe.data.batch_size * accum
-    with RunLog(accelerator, run_dir, start_step=step, stop_step=stop, log_every=train.log_every,
-                samples_per_step=samples_per_step, progress_seconds=train.progress_seconds) as log, StopRequest(accelerator.is_main_process) as interrupt:
-        for note in notes:
+    run = _set_up(task, run_dir, max_steps, resume, overwrite)
+    accelerator, model, optimizer, ctx = run.accelerator, run.model, run.optimizer, run.ctx
+    total_steps, steps_per_epoch, stop, accum = run.total_steps, run.steps_per_epoch, run.stop, train.grad_accum
+    step, batches, schedule = run.state["step"], None, recipe.schedule
+    with (RunLog(accelerator, run_dir, start_step=step, stop_step=stop, log_every=train.log_every,
+                 samples_per_step=recipe.data.batch_size * accum, progress_seconds=train.progress_seconds) as log,
+          StopRequest(accelerator.is_main_process) as interrupt):
+        for note in run.notes:
             log.print(note)
         if step < stop:
             log.print(f"{task.__class__.__name__}: {total_steps} steps ({steps_per_epoch}/epoch), "
                       f"{accelerator.num_processes} process(es) on {accelerator.device}, from step {step} to {stop}")
         while step < stop:
             if batches is None:  # start, or resume in the middle of, an epoch
-                epoch, done = divmod(step, steps_per_epoch)
-                sampler.set_position(epoch, done * accum)
-                batches = iter(loader)
-                model.train()
-            lr = lr_factor(step, total_steps, warmup, recipe.schedule.decay, recipe.schedule.min_lr_ratio,
-                           recipe.schedule.power)
-            set_lr(optimizer, lr)
+                batches = _epoch_batches(run, step, accum)
+            set_lr(optimizer, lr_factor(step, total_steps, run.warmup, schedule.decay, schedule.min_lr_ratio,
+                                        schedule.power))
             data_wait, micro_losses = 0.0, []
             for micro in range(accum):
                 t0 = time.perf_counter()
@@ -136,45 +76,176 @@ def fit(task: Task, run_dir: Path, *, max_steps: int = 0, resume: bool = False, 
                 accelerator.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            for ema in emas:
+            for ema in run.emas:
                 ema.update(step)
             step += 1
             ctx.step, ctx.epoch = step, step // steps_per_epoch
-            extra = {"tau": emas[0].tau(step - 1)} if emas else {}
+            extra = {"tau": run.emas[0].tau(step - 1)} if run.emas else {}
             stopping = log.train_step(step, ctx.epoch, loss, optimizer.param_groups[0]["lr"], data_wait, extra,
                                       interrupt.requested)
+            if step % steps_per_epoch == 0:
+                batches = None  # the epoch is done
+            _end_of_step(task, run, log, extra, stopping, interrupt)
+    return _end_of_run(task, run, start)
 
-            epoch_done = step % steps_per_epoch == 0
-            if epoch_done:
-                batches = None
-            eval_due = epoch_done and train.eval_every > 0 and ctx.epoch % train.eval_every == 0
-            if val_loader is not None and (eval_due or step == stop):
-                _check_finite(net, ema_model, step, run_dir)  # a diverged model is neither evaluated nor kept
-                metrics = _evaluate(task, net, ema_model, val_loader, ctx, log)
-                _keep_best(task, accelerator, net, metrics, state, ctx, run_dir)
-            if epoch_done:
-                task.after_epoch(net, ctx)
-            if epoch_done or step == stop or (train.ckpt_every and step % train.ckpt_every == 0) or stopping:
-                # never save a diverged model; the flush may also be where the processes agree to stop
-                stopping = log.flush(step, ctx.epoch, optimizer.param_groups[0]["lr"], extra, interrupt.requested)
-                _check_finite(net, ema_model, step, run_dir)
-                state.update(step=step, epoch=ctx.epoch)
-                save_checkpoint(accelerator, run_dir, state, train.keep_last, extra_models)
-            if stopping and step < stop:
-                finish_trackers(accelerator)
-                raise TrainingInterrupted(f"stopped after step {step} of {stop} by Ctrl-C; the checkpoint is saved: "
-                                          f"continue with --resume {run_dir}")
 
+@dataclass
+class _Run:
+    """What `fit` sets up before its first step."""
+
+    accelerator: Accelerator
+    model: nn.Module  # as accelerate prepared it (DDP, compiled): the one trained
+    net: nn.Module  # the plain module: clean state_dict keys
+    ema_model: nn.Module | None  # train.model_ema's copy of the model
+    emas: list[EMA]  # the task's and the model's, updated after every step
+    optimizer: torch.optim.Optimizer
+    sampler: TrainBatches
+    loader: DataLoader
+    val_loader: DataLoader | None
+    state: dict  # kept in every checkpoint: step, best, best_step, ...
+    ctx: RunContext
+    notes: list[str]  # printed before the first step
+    steps_per_epoch: int
+    total_steps: int  # the schedule's length
+    warmup: int
+    stop: int  # the step this call stops after
+    extra_models: dict[str, nn.Module]  # checkpointed beside the model: its EMA copy
+    metrics: dict = field(default_factory=dict)  # the last evaluation's
+
+
+def _set_up(task: Task, run_dir: Path, max_steps: int, resume: bool, overwrite: bool) -> _Run:
+    """The processes, the data (checked before a new run's folder exists: bad input leaves none behind), the
+    model, optimizer and EMAs, and the state: from the latest checkpoint with `resume`, else a new run folder."""
+    recipe, train = task.recipe, task.recipe.train
+    accelerator = make_accelerator(train, run_dir)  # also refuses a tracker that is not installed
+    torch.set_num_threads(compute_threads(train.threads))
+    if train.deterministic:
+        use_deterministic_kernels()
+    elif accelerator.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if resume:  # only read: a folder without a run to resume says so before anything else
+        prepare_run_dir(accelerator, run_dir, resume=True, overwrite=overwrite)
+    train_set, val_set, notes = _open_data(task)
+    sampler = TrainBatches(
+        len(train_set), recipe.data.batch_size, accelerator.process_index, accelerator.num_processes, train.seed
+    )
+    accum = train.grad_accum
+    steps_per_epoch = sampler.batches_per_epoch // accum
+    if steps_per_epoch == 0:
+        raise DlcvkitError(f"train.grad_accum={accum} is more than the {sampler.batches_per_epoch} batches per epoch")
+    if dropped := _dropped_samples(len(train_set), recipe.data.batch_size, accum, steps_per_epoch):
+        notes.append(dropped)
+    if not resume:
+        prepare_run_dir(accelerator, run_dir, resume=False, overwrite=overwrite)
+
+    model = _build_model(task, accelerator)
+    (train_set, val_set), cache_notes = cache_splits(  # with data.cache: decoded once, then read as slices
+        {"data.train": train_set, "data.val": val_set}, recipe.data.cache, recipe.data.cache_dir,
+        workers=recipe.data.num_workers, accelerator=accelerator)
+    loader = make_train_loader(train_set, sampler, recipe.data.num_workers, accelerator.device)
+    val_loader = make_eval_loader(val_set, recipe.data, accelerator) if val_set is not None else None
+    total_steps = train.epochs * steps_per_epoch
+    warmup = recipe.schedule.warmup_steps or round(recipe.schedule.warmup_epochs * steps_per_epoch)
+
+    optimizer = build_optimizer(recipe.optim, task.param_groups(model), recipe.data.batch_size * accum)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    net = accelerator.unwrap_model(model, keep_torch_compile=False)  # plain module: clean state_dict keys
+    emas = task.emas(net, total_steps)
+    ema_model = None
+    if train.model_ema > 0:
+        ema_model = copy.deepcopy(net).eval().requires_grad_(False)
+        emas.append(EMA(net, ema_model, train.model_ema))
+    extra_models = {"ema": ema_model} if ema_model is not None else {}
+    stop = min(total_steps, max_steps) if max_steps > 0 else total_steps
+    state = _start_state(task, accelerator, run_dir, max_steps, resume, extra_models)
+    state.update(best_metric=task.best_metric, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    if accelerator.log_with:
+        accelerator.init_trackers("dlcvkit", config=flat_recipe(recipe))
+    ctx = RunContext(accelerator, run_dir, state["step"], state["step"] // steps_per_epoch, total_steps)
+    return _Run(accelerator=accelerator, model=model, net=net, ema_model=ema_model, emas=emas, optimizer=optimizer,
+                sampler=sampler, loader=loader, val_loader=val_loader, state=state, ctx=ctx,
+                notes=notes + cache_notes, steps_per_epoch=steps_per_epoch, total_steps=total_steps, warmup=warmup,
+                stop=stop, extra_models=extra_models)
+
+
+def _build_model(task: Task, accelerator: Accelerator) -> nn.Module:
+    """The task's model, with the same initial weights on every process."""
+    train = task.recipe.train
+    set_seed(train.seed)
+    model = task.build_model()
+    if train.sync_bn and accelerator.num_processes > 1:
+        model = convert_sync_batchnorm(model, accelerator.device)
+    if train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    set_seed(train.seed, device_specific=True)  # then each process draws its own augmentations
+    return model
+
+
+def _start_state(task: Task, accelerator: Accelerator, run_dir: Path, max_steps: int, resume: bool,
+                 extra_models: dict[str, nn.Module]) -> dict:
+    """The latest checkpoint's state (its weights loaded) with `resume`; else a new run's, its recipe written."""
+    if resume:
+        state = load_checkpoint(accelerator, latest_checkpoint(run_dir), extra_models)
+        if 0 < max_steps < state["step"]:
+            raise DlcvkitError(f"--max-steps {max_steps}: the run in {run_dir} is already at step {state['step']}")
+        return state
+    if accelerator.is_main_process:  # written once the model and the data opened: a bad input leaves no run
+        write_recipe(task.recipe, run_dir / "recipe.toml")
+        task.start(run_dir)
+    return {"step": 0, "best": None, "best_step": None, "best_epoch": None}
+
+
+def _epoch_batches(run: _Run, step: int, accum: int):
+    """The training batches from `step` on: from the start of an epoch or, on resume, from the middle of one."""
+    epoch, done = divmod(step, run.steps_per_epoch)
+    run.sampler.set_position(epoch, done * accum)
+    batches = iter(run.loader)
+    run.model.train()
+    return batches
+
+
+def _end_of_step(task: Task, run: _Run, log: RunLog, extra: dict, stopping: bool, interrupt: StopRequest) -> None:
+    """Evaluate (every `train.eval_every` epochs and after the last step), end the epoch, checkpoint (every epoch,
+    every `train.ckpt_every` steps, after the last step, on a stop request), and stop on a stop request."""
+    train, ctx, accelerator = task.recipe.train, run.ctx, run.accelerator
+    step, run_dir = ctx.step, ctx.run_dir
+    epoch_done = step % run.steps_per_epoch == 0
+    eval_due = epoch_done and train.eval_every > 0 and ctx.epoch % train.eval_every == 0
+    if run.val_loader is not None and (eval_due or step == run.stop):
+        _check_finite(run.net, run.ema_model, step, run_dir)  # a diverged model is neither evaluated nor kept
+        run.metrics = _evaluate(task, run.net, run.ema_model, run.val_loader, ctx, log)
+        _keep_best(task, accelerator, run.net, run.metrics, run.state, ctx, run_dir)
+    if epoch_done:
+        task.after_epoch(run.net, ctx)
+    if epoch_done or step == run.stop or (train.ckpt_every and step % train.ckpt_every == 0) or stopping:
+        # never save a diverged model; the flush may also be where the processes agree to stop
+        stopping = log.flush(step, ctx.epoch, run.optimizer.param_groups[0]["lr"], extra, interrupt.requested)
+        _check_finite(run.net, run.ema_model, step, run_dir)
+        run.state.update(step=step, epoch=ctx.epoch)
+        save_checkpoint(accelerator, run_dir, run.state, train.keep_last, run.extra_models)
+    if stopping and step < run.stop:
+        finish_trackers(accelerator)
+        raise TrainingInterrupted(f"stopped after step {step} of {run.stop} by Ctrl-C; the checkpoint is saved: "
+                                  f"continue with --resume {run_dir}")
+
+
+def _end_of_run(task: Task, run: _Run, start: float) -> dict:
+    """The final weights (and the model EMA's) written, the task's export; the run's summary."""
+    accelerator, net, ctx, train = run.accelerator, run.net, run.ctx, task.recipe.train
+    step = ctx.step
     if accelerator.is_main_process:
-        save_weights(net.state_dict(), run_dir / "model.safetensors", {"step": str(step)})
-        if ema_model is not None:  # the model EMA is only useful if inference can load it
-            save_weights(ema_model.state_dict(), run_dir / "ema.safetensors", {"step": str(step)})
+        save_weights(net.state_dict(), ctx.run_dir / "model.safetensors", {"step": str(step)})
+        if run.ema_model is not None:  # the model EMA is only useful if inference can load it
+            save_weights(run.ema_model.state_dict(), ctx.run_dir / "ema.safetensors", {"step": str(step)})
         task.export(net, ctx)
     accelerator.wait_for_everyone()
     finish_trackers(accelerator)
-    return {"step": step, "total_steps": total_steps, "epoch": step // steps_per_epoch, "epochs": train.epochs,
-            "metrics": metrics, "best": state["best"], "best_metric": task.best_metric, "best_step": state["best_step"],
-            "best_epoch": state.get("best_epoch"), "wall_s": time.perf_counter() - start}
+    state = run.state
+    return {"step": step, "total_steps": run.total_steps, "epoch": step // run.steps_per_epoch, "epochs": train.epochs,
+            "metrics": run.metrics, "best": state["best"], "best_metric": task.best_metric,
+            "best_step": state["best_step"], "best_epoch": state.get("best_epoch"),
+            "wall_s": time.perf_counter() - start}
+
 
 
 def _open_data(task: Task) -> tuple[Dataset, Dataset | None, list[str]]:
