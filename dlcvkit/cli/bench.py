@@ -1,5 +1,5 @@
 """`dlcvkit bench ...`: throughput benchmarks; here those of one component (augment, ema, miou, loader), in
-dlcvkit.cli.bench_runs those that run dlcvkit's commands (train, infer, all, gpu). A rich table on the
+dlcvkit.cli.bench_runs those that run dlcvkit's commands (train, infer, all). A rich table on the
 terminal and, with --json, the records as a JSON list. Defaults are the sizes of `dlcvkit.bench.suite.FULL`."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import typer
 from dlcvkit.bench.session import begin, finish
 from dlcvkit.bench.suite import FULL, SMOKE
 from dlcvkit.cli.bench_options import bench_options
-from dlcvkit.cli.bench_runs import all_, gpu, infer, train
+from dlcvkit.cli.bench_runs import all_, infer, train
 from dlcvkit.cli.options import with_options
 
 app = typer.Typer(help="Throughput benchmarks on this machine: a table, and JSON records with --json.",
@@ -108,6 +108,6 @@ def loader(
     finish(bench_loader(**(SMOKE if quick else FULL)["loader"], cache=run.cache), run)
 
 
-for command in (train, infer, gpu):
+for command in (train, infer):
     app.command()(command)
 app.command("all")(all_)

@@ -1,21 +1,17 @@
-"""The benchmarks that run dlcvkit's own commands end to end: `dlcvkit bench train`, `infer`, `all` (every
-benchmark at the sizes of dlcvkit.bench.suite) and `gpu` (every GPU path of the course's jobs, part by part);
-registered on the `bench` group by dlcvkit.cli.bench."""
+"""The benchmarks that run dlcvkit's own commands end to end: `dlcvkit bench train`, `infer` and `all` (every
+benchmark at the sizes of dlcvkit.bench.suite); registered on the `bench` group by dlcvkit.cli.bench."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dlcvkit.bench.session import begin, finish, terminal
+from dlcvkit.bench.session import begin, finish
 from dlcvkit.bench.suite import FULL
 from dlcvkit.cli.bench_options import ImgSizeOpt, ModelOpt, Precision, PrecisionOpt, SegmenterOpt, bench_options
 from dlcvkit.cli.options import choices, with_options
 
-GpuSize = choices("GpuSize", "full", "tiny")
 Task, InferTask = choices("Task", "byol", "cls", "seg"), choices("InferTask", "seg", "cls")
 _T, _I = FULL["train_timing"], FULL["infer"]
 _TR = FULL["train"][0]  # the BYOL case
@@ -88,50 +84,3 @@ def all_(
 
     run = begin(options)
     finish(run_suite(SMOKE if smoke else FULL, run.device, run.cache), run)
-
-
-@with_options(*bench_options(cache=True))
-def gpu(
-    size: Annotated[GpuSize, typer.Option("--size", help="full: the course's models and sizes on one CUDA GPU "
-                                                         "(under 8 minutes); tiny: toy sizes, the dry run (also on "
-                                                         "the CPU).")] = GpuSize.full,
-    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this part (repeatable).")] = None,
-    skip: Annotated[list[str] | None, typer.Option("--skip", help="Do not run this part (repeatable).")] = None,
-    budget: Annotated[int, typer.Option("--budget", help="Seconds for all parts (0 = no limit); a part that no "
-                                                         "longer fits is recorded as skipped.")] = 450,
-    timeout: Annotated[int, typer.Option("--timeout", help="Seconds per part (0 = each part's own limit).")] = 0,
-    in_process: Annotated[bool, typer.Option("--in-process", help="Run the parts in this process: quicker to "
-                                                                  "start, but no time limit per part.")] = False,
-    md_path: Annotated[Path | None, typer.Option("--md", help="Also write the report as Markdown here.")] = None,
-    **options,
-) -> None:
-    """Every GPU path of the course's jobs once, part by part: throughput against its goals, peak memory, and
-    the exactness checks (resume, GPU vs CPU evaluation). Parts: see dlcvkit/bench/gpu.py.
-
-    Example: dlcvkit bench gpu --size tiny --device cpu
-    """
-    from dlcvkit.bench.gpu import gpu_check, markdown, print_summary, write_json
-    from dlcvkit.engine.runlog import counted
-    from dlcvkit.outputs import check_output_file
-
-    if md_path is not None:
-        check_output_file(md_path, "--md", options["overwrite"])
-    run = begin(options)
-    console = terminal()
-
-    def progress(part: dict) -> None:
-        reason = f": {part['reason']}" if part["reason"] else ""
-        console.print(f"{part['name']}: {part['status']}{reason} ({part.get('seconds') or 0:.0f} s)", highlight=False)
-
-    check = gpu_check(only or [], skip or [], size.value, run.device, run.cache, run.info, budget=budget,
-                      timeout=timeout, isolate=not in_process, threads=options["threads"], progress=progress)
-    print_summary(console, check)
-    if run.json_path is not None:
-        write_json(run.json_path, check)
-    if md_path is not None:
-        md_path.parent.mkdir(parents=True, exist_ok=True)
-        md_path.write_text(markdown(check))
-    failed = [part["name"] for part in check["parts"] if part["status"] == "failed"]
-    if failed:  # the figures of the others are written; the exit status still says that something broke
-        print(f"dlcvkit: bench gpu: {counted(len(failed), 'part')} failed: {', '.join(failed)}", file=sys.stderr)
-        raise typer.Exit(1)
