@@ -54,7 +54,7 @@ def _saved(tmp_path):
     model(torch.randn(4, 3)).sum().backward()
     optimizer.step()
     model, optimizer = accelerator.prepare(model, optimizer)
-    save_checkpoint(accelerator, tmp_path, {"step": 5}, keep_last=1)
+    save_checkpoint(accelerator, tmp_path, {"step": 5}, keep_checkpoints=1)
     return accelerator, model, optimizer, tmp_path / "checkpoints" / "step_00000005"
 
 
