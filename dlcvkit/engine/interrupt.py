@@ -88,10 +88,12 @@ class StopRequest:
     def agree(self) -> bool:
         """After every step, on every process: whether any process received a stop signal (the same answer on
         all of them, which `signals` then lists)."""
-        flags = torch.tensor([s in self.received for s in STOP_SIGNALS], dtype=torch.uint8)
-        if self.processes > 1:
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self._group)
-        self.signals = [s for s, flag in zip(STOP_SIGNALS, flags.tolist()) if flag]
+        flags = [s in self.received for s in STOP_SIGNALS]
+        if self.processes > 1:  # a host tensor over gloo: no device sync, whatever the training backend
+            reduced = torch.tensor(flags, dtype=torch.uint8)
+            dist.all_reduce(reduced, op=dist.ReduceOp.MAX, group=self._group)
+            flags = reduced.tolist()
+        self.signals = [s for s, flag in zip(STOP_SIGNALS, flags) if flag]
         return bool(self.signals)
 
     def stopped(self, step: int, stop: int, run_dir: Path, main: bool) -> TrainingInterrupted:

@@ -71,13 +71,13 @@ def run_training(name: str, *, recipe: Path | None, data: Path | None, val: Path
     if val is not None:
         overrides.append(f"data.val={_toml_string(str(val))}")
     recipe_cls, task_cls = task_classes(name)
+    if resume is None and out is None:  # said before the recipe is read: no run can go anywhere without it
+        raise DlcvkitError("--out RUN_DIR is required: the folder for the run's recipe, logs and checkpoints")
     if resume is not None and str(resume) == AUTO or resume is None and _recipe_says_auto(recipe_cls, recipe, overrides):
         resume = auto_resume(out, overwrite)
     if resume is not None and out is not None and Path(out) != Path(resume):
         raise DlcvkitError("--resume RUN_DIR continues that folder; do not also pass a different --out")
     run_dir = resume if resume is not None else out
-    if run_dir is None:
-        raise DlcvkitError("--out RUN_DIR is required: the folder for the run's recipe, logs and checkpoints")
     if max_steps < 0:
         raise DlcvkitError("--max-steps must be >= 0")
     resolved = resolve_recipe(recipe_cls, recipe, resume, overrides, task_cls)

@@ -18,7 +18,7 @@ from accelerate.state import AcceleratorState
 
 from dlcvkit.bench.train import TASKS, synthetic_data
 from dlcvkit.config import apply_override, write_recipe
-from dlcvkit.data.scoring import iou_report
+from dlcvkit.runs.scoring import iou_report
 from dlcvkit.engine.checkpoint import latest_checkpoint
 from dlcvkit.engine.loop import fit
 from dlcvkit.engine.runlog import RunLog, read_metrics
