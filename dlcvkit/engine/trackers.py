@@ -249,12 +249,11 @@ def _mlflow_run(run_id: str | None, run_dir: Path) -> str | None:
     if run_id is None:
         return None
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     try:
         if mlflow.tracking.MlflowClient().get_run(run_id).info.lifecycle_stage == "active":
             return run_id
-    except MlflowException:
+    except Exception:  # noqa: BLE001 - not found, or a store that lost its folders (a plain Exception): a new run
         pass
     print(f"dlcvkit: note: the MLflow run {run_id} of {Path(run_dir) / TRACKERS_FILE} is not in the store "
           f"{mlflow.get_tracking_uri()}: the rest of the run logs to a new MLflow run", file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ from dlcvkit.engine.trackers import CHECKS, make_trackers, read_tracker_ids, tra
 from dlcvkit.errors import DlcvkitError
 from tests.cli_runner import dlcvkit_here
 from tests.engine.test_loop import ScoredLineTask, _task
+from tests.engine.test_stop_signals import RECIPE
 
 
 def _tracked(tracker: str) -> ScoredLineTask:
@@ -306,3 +307,40 @@ def test_a_damaged_trackers_json_stops_the_resume_naming_it(tmp_path, text):
     assert str(error.value) == (f"--resume: {tmp_path / 'trackers.json'} does not hold the tracker run ids dlcvkit "
                                 "writes; delete it to log the rest of the run to new MLflow and W&B runs")
     assert read_tracker_ids(tmp_path / "none") == {}
+
+
+def test_resume_auto_continues_one_mlflow_run_every_step_once(tmp_path, capsys, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "recipe.toml").write_text(RECIPE)
+    synth_cls(tmp_path / "data", n=16, size=16, classes=2)  # batch 8: 2 steps per epoch, 4 in all
+    run = tmp_path / "run"
+    command = ["classify", "-r", tmp_path / "recipe.toml", "--data", tmp_path / "data", "--out", run,
+               "--resume", "auto", "--tracker", "mlflow", "--set", "data.batch_size=8"]
+    for extra in (["--max-steps", 1], ["--max-steps", 3], []):  # a new run, then two requeues of one command line
+        code, _, err = dlcvkit_here(capsys, *command, *extra)
+        assert code == 0, err
+    client, tracked = _mlflow_run(mlflow, run)
+    assert json.loads((run / "trackers.json").read_text()) == {"mlflow": tracked.info.run_id}
+    records = [r for r in read_metrics(run) if "split" not in r]
+    for name in ("loss", "lr"):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(tracked.info.run_id, f"train/{name}"))
+        assert history == [(r["step"], r[name]) for r in records] and [s for s, _ in history] == [1, 2, 3, 4]
+
+
+def test_a_recorded_mlflow_run_missing_from_the_store_is_replaced_by_a_new_one_with_a_note(tmp_path, capsys,
+                                                                                          monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run = tmp_path / "run"
+    fit(_tracked("mlflow"), run, max_steps=2)
+    (first,) = read_tracker_ids(run).values()
+    (folder,) = (run / "mlruns").glob(f"*/{first}")
+    shutil.rmtree(folder)  # deleted from the store (or the store changed since the first start)
+    (run / "trackers.json").write_text(json.dumps({"mlflow": first, "wandb": "kept"}))
+    fit(_tracked("mlflow"), run, resume=True)
+    _, tracked = _mlflow_run(mlflow, run)
+    assert tracked.info.run_id != first
+    assert json.loads((run / "trackers.json").read_text()) == {"mlflow": tracked.info.run_id, "wandb": "kept"}
+    assert (f"dlcvkit: note: the MLflow run {first} of {run / 'trackers.json'} is not in the store "
+            f"{(run / 'mlruns').resolve().as_uri()}: the rest of the run logs to a new MLflow run") in capsys.readouterr().err
