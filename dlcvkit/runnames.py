@@ -18,6 +18,7 @@ BACKBONE_FILE = "backbone.safetensors"  # BYOL's online encoder, what fine-tunin
 TENSORBOARD_DIR = "tensorboard"
 MLRUNS_DIR = "mlruns"  # MLflow's store when no tracking server is configured
 WANDB_DIR = "wandb"
+TRACKERS_FILE = "trackers.json"  # the MLflow and W&B run ids of the run, which a resume continues
 REPORT_NAME = "report"  # REPORT_NAME.md and REPORT_NAME.html
 REPORT_MD = f"{REPORT_NAME}.md"
 REPORT_HTML = f"{REPORT_NAME}.html"
@@ -25,4 +26,4 @@ CURVES_FILE = "curves.png"
 
 REPORT_FILES = (REPORT_MD, REPORT_HTML, CURVES_FILE)  # also rewritten by `dlcvkit report RUN_DIR`
 ENGINE_FILES = (RECIPE_FILE, METRICS_FILE, CHECKPOINTS_DIR, TENSORBOARD_DIR, MODEL_FILE, BEST_FILE, EMA_FILE)
-LOG_FILES = (SUMMARY_FILE, MLRUNS_DIR, WANDB_DIR, *REPORT_FILES)
+LOG_FILES = (SUMMARY_FILE, MLRUNS_DIR, WANDB_DIR, TRACKERS_FILE, *REPORT_FILES)

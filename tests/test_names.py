@@ -40,5 +40,6 @@ def test_the_check_sees_a_name_in_an_expression_an_f_string_and_a_path_under_che
 
 def test_the_names_a_restart_removes_are_as_before():
     assert RUN_FILES == ("recipe.toml", "metrics.jsonl", "checkpoints", "tensorboard", "model.safetensors",
-                         "best.safetensors", "ema.safetensors", "summary.csv", "mlruns", "wandb", "report.md",
+                         "best.safetensors", "ema.safetensors", "summary.csv", "mlruns", "wandb", "trackers.json",
+                         "report.md",
                          "report.html", "curves.png")

@@ -33,7 +33,7 @@ from dlcvkit.engine.runlog import RunLog, counted, format_metrics
 from dlcvkit.engine.sampling import TrainBatches
 from dlcvkit.engine.schedule import lr_factor, set_lr
 from dlcvkit.engine.task import RunContext, Task
-from dlcvkit.engine.trackers import finish_trackers
+from dlcvkit.engine.trackers import finish_trackers, start_trackers
 from dlcvkit.engine.weights import non_finite_key, save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.runnames import BEST_FILE, EMA_FILE, MODEL_FILE, RECIPE_FILE
@@ -168,7 +168,7 @@ def _set_up(task: Task, run_dir: Path, max_steps: int, resume: bool, overwrite: 
     state = _start_state(task, accelerator, run_dir, max_steps, resume, extra_models, notes)
     state.update(best_metric=task.best_metric, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     if accelerator.log_with:
-        accelerator.init_trackers("dlcvkit", config=flat_recipe(recipe))
+        start_trackers(accelerator, run_dir, flat_recipe(recipe), state["step"] if resume else None)
     ctx = RunContext(accelerator, run_dir, state["step"], state["step"] // steps_per_epoch, total_steps)
     return _Run(accelerator=accelerator, model=model, net=net, ema_model=ema_model, emas=emas, optimizer=optimizer,
                 sampler=sampler, loader=loader, val_loader=val_loader, state=state, ctx=ctx,

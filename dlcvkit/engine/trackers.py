@@ -1,14 +1,22 @@
 """The experiment trackers of a run, through accelerate's tracker API: TensorBoard, MLflow, W&B. Each is checked
 before the run folder is made, so that a tracker that is not installed, a server that does not answer within
-DLCVKIT_TRACKER_TIMEOUT seconds or a store that cannot be written stops the run with one line."""
+DLCVKIT_TRACKER_TIMEOUT seconds or a store that cannot be written stops the run with one line.
+
+A resumed run continues its trackers' runs: a new run records the MLflow and W&B run ids in RUN_DIR/trackers.json,
+and TensorBoard logs into RUN_DIR/tensorboard again, dropping the events a stopped part wrote after the checkpoint.
+MLflow cannot delete metric points: a step that a killed part logged after its last checkpoint is logged again by
+the resumed run, so its history holds two points at that step, the later one (by timestamp) the resumed run's;
+the run's latest value is the resumed run's."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import socket
+import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -16,8 +24,9 @@ from pathlib import Path
 from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker, WandBTracker
 
 from dlcvkit.config import TrainConfig
+from dlcvkit.diskfull import write_atomic
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.runnames import MLRUNS_DIR, TENSORBOARD_DIR
+from dlcvkit.runnames import MLRUNS_DIR, TENSORBOARD_DIR, TRACKERS_FILE
 
 PROJECT = "dlcvkit"  # the MLflow experiment and W&B project of every run; the run is named after its folder
 MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # tracker -> module = pip extra
@@ -63,7 +72,7 @@ def _check_tensorboard(run_dir: Path) -> None:
 def _check_mlflow(run_dir: Path) -> None:
     """MLFLOW_TRACKING_URI (if set) names a store this run can use: a file store MLflow accepts and can write, or a
     server that answers a search within tracker_timeout() seconds (MLflow's own default waits minutes)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = _user_tracking_uri()
     if uri is None:  # the run's own store, RUN_DIR/mlruns (see _tracker)
         return
     where = f"MLFLOW_TRACKING_URI={uri}"
@@ -168,18 +177,87 @@ def _mlflow_version() -> str:
     return mlflow.__version__
 
 
+# The run stores (RUN_DIR/mlruns) this process has set: mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, which
+# must not make the next run of the process (a resume, the next finetune setting) log into this run's store.
+OWN_STORES: set[str] = set()
+
+
+def _user_tracking_uri() -> str | None:
+    """MLFLOW_TRACKING_URI where the user set it, else None."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return None if uri in OWN_STORES else uri
+
+
 def _tracker(name: str, run_dir: Path) -> GeneralTracker:
     if name == "tensorboard":
         return TensorBoardTracker(TENSORBOARD_DIR, run_dir)  # RUN_DIR/tensorboard/
     if name == "mlflow":
-        if "MLFLOW_TRACKING_URI" not in os.environ:  # no server configured: a store of the run's own, offline
+        if _user_tracking_uri() is None:  # no server configured: a store of the run's own, offline
             import mlflow
 
             # MLflow 3 keeps its file store only on request; a database store would need SQLAlchemy
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            OWN_STORES.add((run_dir / MLRUNS_DIR).resolve().as_uri())
             mlflow.set_tracking_uri((run_dir / MLRUNS_DIR).resolve().as_uri())
         return MLflowTracker(PROJECT, run_name=run_dir.name)
     return WandBTracker(PROJECT, name=run_dir.name, dir=str(run_dir))  # WANDB_MODE=offline: RUN_DIR/wandb/
+
+
+def start_trackers(accelerator, run_dir: Path, config: dict, resumed_step: int | None = None) -> None:
+    """Start the trackers and log `config` (the flat recipe). A new run (`resumed_step` None) then records the
+    MLflow and W&B run ids in RUN_DIR/trackers.json; a run resumed from the checkpoint at `resumed_step` continues
+    the recorded runs (W&B with resume="allow") and purges TensorBoard's events after that step."""
+    ids = read_tracker_ids(run_dir) if resumed_step is not None else {}
+    for tracker in accelerator.log_with:
+        if tracker.name == "mlflow" and "MLFLOW_RUN_ID" not in os.environ and accelerator.is_main_process:
+            tracker.run_id = _mlflow_run(ids.get("mlflow"), run_dir)  # MLFLOW_RUN_ID, the user's choice, wins
+        elif tracker.name == "wandb" and "wandb" in ids:
+            tracker.init_kwargs.update(id=ids["wandb"], resume="allow")
+        elif tracker.name == "tensorboard" and resumed_step is not None:
+            tracker.init_kwargs["purge_step"] = resumed_step + 1
+    accelerator.init_trackers(PROJECT)
+    if not accelerator.is_main_process:
+        return
+    for tracker in accelerator.trackers:
+        known = tracker.active_run.data.params if tracker.name == "mlflow" else {}
+        # MLflow refuses to change a param: a resumed run keeps its first start's values of RESUME_SAFE_KEYS
+        tracker.store_init_configuration({k: v for k, v in config.items() if k not in known})
+    started = {t.name: t.active_run.info.run_id if t.name == "mlflow" else t.run.id
+               for t in accelerator.trackers if t.name in ("mlflow", "wandb")}
+    if (recorded := {**ids, **started}) != ids:
+        write_atomic(Path(run_dir) / TRACKERS_FILE, json.dumps(recorded, indent=2) + "\n")
+
+
+def read_tracker_ids(run_dir: Path) -> dict[str, str]:
+    """The run ids that RUN_DIR/trackers.json records ({} where it does not exist)."""
+    path = Path(run_dir) / TRACKERS_FILE
+    try:
+        ids = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        ids = e
+    if not (isinstance(ids, dict) and all(isinstance(v, str) for v in ids.values())):
+        raise DlcvkitError(f"--resume: {path} does not hold the tracker run ids dlcvkit writes; delete it to log "
+                           "the rest of the run to new MLflow and W&B runs")
+    return ids
+
+
+def _mlflow_run(run_id: str | None, run_dir: Path) -> str | None:
+    """`run_id` where the tracking store holds it as an active run, else None (a new run) with a note: a store
+    changed since the run started (MLFLOW_TRACKING_URI) or a deleted run cannot be continued."""
+    if run_id is None:
+        return None
+    import mlflow
+
+    try:
+        if mlflow.tracking.MlflowClient().get_run(run_id).info.lifecycle_stage == "active":
+            return run_id
+    except Exception:  # noqa: BLE001 - not found, or a store that lost its folders (a plain Exception): a new run
+        pass
+    print(f"dlcvkit: note: the MLflow run {run_id} of {Path(run_dir) / TRACKERS_FILE} is not in the store "
+          f"{mlflow.get_tracking_uri()}: the rest of the run logs to a new MLflow run", file=sys.stderr, flush=True)
+    return None
 
 
 def finish_trackers(accelerator) -> None:
