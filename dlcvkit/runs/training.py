@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -124,11 +125,10 @@ def auto_resume(out: Path | None, overwrite: bool) -> Path | None:
 
 
 def _main_process() -> bool:
-    """Whether this is the run's main process (accelerate's state: the process group is set up once, here or by
-    the engine's Accelerator, whichever comes first)."""
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    """Whether this is the run's main process, from the launcher's environment. Not accelerate's PartialState:
+    made here, before the engine's Accelerator(cpu=...), it would fix accelerate's shared state without the CPU
+    choice, and on a node without a GPU every process of a launch would then train alone."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _say(line: str) -> None:

@@ -110,9 +110,13 @@ class Slurm:
             time.sleep(0.5)
 
     def requeue(self, job: str, timeout: float = 120) -> None:
-        """`scontrol requeue` (SIGTERM to every process, then back to the queue), and start it again at once
-        rather than after the ~2 minutes of EligibleTime that SLURM gives a requeued job."""
+        """`scontrol requeue` (SIGTERM to every process, then back to the queue), then `start_now`."""
         self.run("scontrol", "requeue", job)
+        self.start_now(job, timeout)
+
+    def start_now(self, job: str, timeout: float = 120) -> None:
+        """Once the job is back in the queue (requeued by `requeue` or by itself), start it at once rather than
+        after the ~2 minutes of EligibleTime that SLURM gives a requeued job."""
         self.wait(job, "PENDING", timeout=timeout)
         self.run("scontrol", "update", f"jobid={job}", "StartTime=now")
 

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from tests.cli_runner import dlcvkit
 from tests.cluster.slurm import TEMPLATE
@@ -106,3 +108,75 @@ def test_requeue_and_the_warning_signal_reach_every_process_and_the_job_comes_ba
     assert f"dlcvkit: job {job} start 2 (restart count 1), 1 node {host}, 2 processes, 2 per node," in log
     # The first start ended by the requeue, not earlier: SIGUSR1 did not end the batch shell either.
     assert re.search(rf"\*\*\* JOB {job} ON {host} CANCELLED AT \S+ DUE TO JOB REQUEUE \*\*\*", log), log
+
+
+# Preemption of a real run (issue 26: 5): 2 processes, 3 epochs of 6 steps, checkpoints only at epoch ends, so a
+# stop early in an epoch resumes from the checkpoint that the stop itself saved. The reference is the same
+# command through the template, uninterrupted: same launcher, process count and threads.
+STEPS, TOTAL = 6, 18
+SETTINGS = ("data.img_size=32", "data.batch_size=4", "train.epochs=3", "train.log_every=1", "train.model_ema=0.9",
+            "train.keep_checkpoints=1")
+
+
+def segment(slurm, data: Path, run: Path, cwd: Path) -> str:
+    sets = [arg for setting in SETTINGS for arg in ("--set", setting)]
+    return slurm.launch("segment", "-r", "demo_seg", "--data", data, "--val", data, "--out", run, "--resume", "auto",
+                        *sets, procs=2, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(slurm, tmp_path_factory):
+    """The synthetic data and the run folder of the uninterrupted reference run."""
+    root = tmp_path_factory.mktemp("preempt")
+    dlcvkit("data", "synth", "seg", "--out", root / "seg", "--n", 24, "--img-size", 32)
+    job = segment(slurm, root / "seg", root / "reference", root)
+    info = slurm.wait(job)
+    assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "0"), slurm.log(job)
+    assert f"SegmentTask: {TOTAL} steps ({STEPS}/epoch), 2 processes on cpu" in slurm.log(job)
+    return root / "seg", root / "reference"
+
+
+def records(run: Path) -> list[dict]:
+    """metrics.jsonl without the timings, which differ from run to run."""
+    return [{k: v for k, v in json.loads(line).items() if k not in ("samples_per_s", "data_wait")}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("stop", ["requeue", "USR1"])
+def test_a_preempted_job_saves_comes_back_and_ends_bit_identical_to_an_uninterrupted_one(slurm, uninterrupted,
+                                                                                          tmp_path, stop):
+    data, reference = uninterrupted
+    run = tmp_path / "run"
+    job = segment(slurm, data, run, tmp_path)
+    # In the middle of the first epoch: the first start has logged steps, and no checkpoint exists yet.
+    slurm.wait_for(lambda: len(records(run)) >= 2 if (run / "metrics.jsonl").exists() else False,
+                   "2 steps in metrics.jsonl", job, timeout=300)
+    if stop == "requeue":
+        slurm.requeue(job)  # SIGTERM to every process: they save, SLURM requeues
+    else:
+        slurm.signal(job, "USR1")  # the warning before the time limit: they save, the run requeues its job
+        slurm.start_now(job)
+    info = slurm.wait(job)
+    log = slurm.log(job)
+    assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1"), log
+    signal = "SIGTERM" if stop == "requeue" else "SIGUSR1"
+    assert f"dlcvkit: {signal}: saving a checkpoint after this step and stopping" in log
+    saved = re.findall(rf"dlcvkit: \[process 0 of 2\] stopped after step (\d+) of {TOTAL} by {signal}; the "
+                       rf"checkpoint is saved: continue with --resume {run} \(or the same command with --resume "
+                       r"auto\)", log)
+    assert len(saved) == 1, log
+    step = int(saved[0])
+    assert 2 <= step < TOTAL
+    requeued = f"dlcvkit: requeued SLURM job {job} (scontrol requeue {job}): it continues from this checkpoint"
+    assert log.count(requeued) == (stop == "USR1"), log
+    # The second start continues from the checkpoint that the stop saved, with the first start's command line.
+    assert (f"--resume auto: continuing the run in {run} from checkpoints/step_{step:08d} (step {step} of {TOTAL})"
+            in log), log
+    for name in ("model.safetensors", "ema.safetensors"):
+        x, y = load_file(reference / name), load_file(run / name)
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), f"{run}/{name} differs"
+    # Every step once, every evaluation once, with the uninterrupted run's values.
+    assert [r["step"] for r in records(run) if "split" not in r] == list(range(1, TOTAL + 1))
+    assert [r["step"] for r in records(run) if "split" in r] == [STEPS, 2 * STEPS, TOTAL]
+    assert records(run) == records(reference)
+    assert (run / "summary.csv").read_text() == (reference / "summary.csv").read_text()

@@ -19,6 +19,7 @@ from dlcvkit.config import load_recipe
 from dlcvkit.data.synth import synth_cls
 from dlcvkit.engine import runlog
 from dlcvkit.engine.checkpoint import newest_complete_checkpoint
+from dlcvkit.runs.training import auto_resume
 from dlcvkit.tasks.classify import ClassifyRecipe
 from tests.cli_runner import dlcvkit_here
 
@@ -243,3 +244,14 @@ def test_keep_last_is_read_as_keep_checkpoints(tmp_path):
     recipe.write_text(RECIPE.replace("keep_checkpoints = 3", "keep_last = 5"))
     assert load_recipe(recipe, ClassifyRecipe).train.keep_checkpoints == 5
     assert load_recipe(recipe, ClassifyRecipe, ["train.keep_last=1"]).train.keep_checkpoints == 1
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_resume_auto_says_what_it_does_from_the_main_process_only(capsys, tmp_path, monkeypatch, rank):
+    # Read from the launcher's environment: asking accelerate (before the run's Accelerator chose the CPU) made
+    # every process of a CPU launch its own main process, each training alone into the same folder.
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert auto_resume(tmp_path / "new", overwrite=False) is None
+    said = f"dlcvkit: --resume auto: no checkpoint in {tmp_path / 'new'}: starting a new run there\n"
+    assert capsys.readouterr().err == (said if rank == "0" else "")
