@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs
+from accelerate.utils import InitProcessGroupKwargs, get_int_from_env
 from torch import nn
 
 from dlcvkit.config import TrainConfig
@@ -37,6 +37,14 @@ def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Acceler
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
     )
+
+
+def is_launch_main_process() -> bool:
+    """Whether this is the main process of its launch, read as accelerate reads the rank (torchrun's RANK, else
+    MPI's variables) but without making accelerate's shared state: made before the run's Accelerator(cpu=...),
+    that state would be fixed without the CPU choice, and on a node without a GPU every process of a launch
+    would then train alone. For the work done before a run's Accelerator exists."""
+    return get_int_from_env(["RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMI_RANK"], 0) == 0
 
 
 def compute_threads(threads: int) -> int:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
@@ -27,6 +26,7 @@ from dlcvkit.augment.common import normalize
 from dlcvkit.config import Recipe, TrainConfig
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES
 from dlcvkit.diskfull import writing
+from dlcvkit.engine.distributed import is_launch_main_process
 from dlcvkit.errors import DlcvkitError, first_line
 from dlcvkit.models.classifier import Classifier
 from dlcvkit.outputs import check_output_file
@@ -227,7 +227,7 @@ def onnx_run(path: Path, task: str) -> tuple[Recipe, OnnxModel]:
     --batch-size says otherwise; the exported model) of an export of `task`, for the inference code of a run."""
     path = Path(path)
     model = OnnxModel(path, task)
-    if not model.verified and PartialState().is_main_process:  # one note, from the run's first process
+    if not model.verified and is_launch_main_process():  # one note, from the launch's first process
         print(f"dlcvkit: note: --onnx {path} has no checksum file {checksum_file(path)} (exported by hand or by "
               "an earlier dlcvkit): its bytes are not verified, only its weights checked to be finite",
               file=sys.stderr)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from accelerate import PartialState
-
+from dlcvkit.engine.distributed import is_launch_main_process
 from dlcvkit.engine.rundir import check_series_dir, mark_folder
 from dlcvkit.outputs import check_output_file
 from dlcvkit.runs.training import run_training
@@ -36,7 +35,7 @@ def run_all_settings(recipe: Path | None, data: str | None, val: str, out: Path,
     """Run the settings `names` (A–E) into OUT/A ... OUT/E and write the table as OUT/settings.csv and
     OUT/settings.md; (its rows, the two paths) on the main process of a launch, which alone writes it, None on
     the others."""
-    main = PartialState().is_main_process  # one table, written by the main process of a launch
+    main = is_launch_main_process()  # one table, written by the main process of a launch
     chosen = {name: SETTINGS[name] for name in names}
     check_series_dir(out, chosen, overwrite)  # before any setting trains: none is refused after others ran
     for table_file in SETTINGS_TABLE_FILES:

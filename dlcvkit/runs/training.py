@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -125,10 +124,9 @@ def auto_resume(out: Path | None, overwrite: bool) -> Path | None:
 
 
 def _main_process() -> bool:
-    """Whether this is the run's main process, from the launcher's environment. Not accelerate's PartialState:
-    made here, before the engine's Accelerator(cpu=...), it would fix accelerate's shared state without the CPU
-    choice, and on a node without a GPU every process of a launch would then train alone."""
-    return int(os.environ.get("RANK", "0")) == 0
+    from dlcvkit.engine.distributed import is_launch_main_process  # here: the CLI starts without torch
+
+    return is_launch_main_process()
 
 
 def _say(line: str) -> None:
