@@ -11,7 +11,6 @@ import shutil
 import pytest
 
 from dlcvkit.config import write_recipe
-from dlcvkit.data.synth import synth_cls, synth_seg
 from dlcvkit.engine.rundir import RUN_FILES, RUN_MARKER
 from dlcvkit.engine.runlog import read_metrics
 from dlcvkit.engine.weights import save_weights
@@ -57,12 +56,12 @@ def _user_folder(path, files=USER_FILES):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, cls_data, synth_data):
     """Tiny P1 and P2 data, a finished classification run (trained by the CLI) and a segmentation run folder
     (random weights: predictions only need to be written, not to be good)."""
     root = tmp_path_factory.mktemp("outputs")
-    synth_cls(root / "cls", n=8, size=32, classes=2)
-    synth_seg(root / "seg", n=2, size=32)
+    shutil.copytree(cls_data, root / "cls")
+    shutil.copytree(synth_data("seg", n=2, size=32), root / "seg")
     (root / "cls.toml").write_text(RECIPE)
     dlcvkit("classify", "-r", root / "cls.toml", "--data", root / "cls", "--val", root / "cls", "--out", root / "run")
     recipe = SegmentRecipe()

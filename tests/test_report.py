@@ -6,7 +6,6 @@ import re
 import pytest
 
 from dlcvkit.cli import main
-from dlcvkit.data.synth import synth_cls
 from dlcvkit.report import Block, comparison, run_report_blocks, to_html, write_report
 
 RECIPE = """task = "classify"
@@ -23,13 +22,12 @@ epochs = 2
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, cls_data):
     """A classify run of 2 epochs x 2 steps on 8 images of 2 classes, validated after each epoch."""
     root = tmp_path_factory.mktemp("report")
-    synth_cls(root / "cls", n=8, size=32, classes=2)
     (root / "cls.toml").write_text(RECIPE)
     with pytest.raises(SystemExit) as exited:  # the CLI in this process (a module fixture has no capsys)
-        main([str(a) for a in ("classify", "-r", root / "cls.toml", "--data", root / "cls", "--val", root / "cls",
+        main([str(a) for a in ("classify", "-r", root / "cls.toml", "--data", cls_data, "--val", cls_data,
                                "--out", root / "run")])
     assert exited.value.code == 0
     return root / "run"

@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,6 @@ from dlcvkit.cli import main
 from dlcvkit.config import load_recipe, write_recipe
 from dlcvkit.data.images import write_image
 from dlcvkit.data.masks import write_mask
-from dlcvkit.data.synth import synth_cls, synth_seg
 from dlcvkit.engine.weights import read_state_dict, save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.tasks.classify import ClassifyRecipe, ClassifyTask
@@ -124,17 +124,18 @@ def _commands(root):
     }
 
 
-def _make_inputs(root):
+def _make_inputs(root, synth_data):
     (root / "cls.toml").write_text(CLS)
     (root / "seg.toml").write_text(SEG)
     (root / "unknown_key.toml").write_text(CLS + "[optim]\nlrr = 0.1\n")
     (root / "a_file").write_text("")
     (root / "empty").mkdir()
-    synth_cls(root / "cls", n=16, size=32, classes=3)
-    synth_cls(root / "cls_val", n=6, size=32, classes=3, seed=1)
-    synth_cls(root / "cls_bad", n=16, size=32, classes=3)
+    train, val = synth_data("cls", n=16, size=32, classes=3), synth_data("cls", n=6, size=32, classes=3, seed=1)
+    shutil.copytree(train, root / "cls")
+    shutil.copytree(val, root / "cls_val")
+    shutil.copytree(train, root / "cls_bad")
     _truncate(root / "cls_bad" / BROKEN)
-    synth_cls(root / "val_bad", n=6, size=32, classes=3, seed=1)
+    shutil.copytree(val, root / "val_bad")
     _truncate(root / "val_bad" / "2_1.png")
     _fake_run(root / "run_ok", 3, 3)
     _fake_run(root / "run_mismatch", 5, 3)
@@ -145,7 +146,7 @@ def _make_inputs(root):
     (root / "label_7.csv").write_text("id,filename,label\n0,0_0.png,0\n1,1_0.png,7\n")
 
     for name in ("seg", "seg_red", "seg_size", "seg_no_mask", "seg_no_image", "seg_renamed"):
-        synth_seg(root / name, n=4, size=32)
+        shutil.copytree(synth_data("seg", n=4, size=32), root / name)
     rgb = torch.tensor([0, 255, 255], dtype=torch.uint8)[:, None, None].expand(3, 32, 32).clone()  # all Urban
     rgb[:, RED_AT[0], RED_AT[1]: RED_AT[1] + 3] = torch.tensor([255, 0, 0], dtype=torch.uint8)[:, None]
     write_image(root / "seg_red" / "0001_mask.png", rgb)
@@ -175,9 +176,9 @@ def _dlcvkit(args, env=None):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, synth_data):
     root = tmp_path_factory.mktemp("bad_input")
-    _make_inputs(root)
+    _make_inputs(root, synth_data)
     commands = {name: spec if isinstance(spec, tuple) else (spec, None) for name, spec in _commands(root).items()}
     with ThreadPoolExecutor(1) as pool:  # the subprocesses run while this process runs the others
         futures = {name: pool.submit(_dlcvkit, args, env) for name, (args, env) in commands.items() if env}

@@ -7,6 +7,7 @@ the fuzzing runs in a subprocess: a crash fails the test and names the case inst
 
 import json
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -18,7 +19,6 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 
 from dlcvkit.data.images import read_image
-from dlcvkit.data.synth import synth_seg
 from dlcvkit.errors import DlcvkitError
 from tests.cli_runner import dlcvkit, dlcvkit_here
 from tests.data.test_inputs import SEG
@@ -203,12 +203,12 @@ def _error_line(code, err) -> str:
 
 
 @pytest.fixture(scope="module")
-def seg(tmp_path_factory):
+def seg(tmp_path_factory, seg_data):
     """P2 data with one damaged mask, a clean copy, and a run trained (one step) with data.skip_bad=true."""
     root = tmp_path_factory.mktemp("damaged")
     (root / "seg.toml").write_text(SEG)
-    synth_seg(root / "data", n=4, size=32)
-    synth_seg(root / "clean", n=4, size=32)
+    shutil.copytree(seg_data, root / "data")
+    shutil.copytree(seg_data, root / "clean")
     _flip_pixel_byte(root / "data" / "0001_mask.png")
     return root
 
@@ -221,7 +221,7 @@ def test_training_on_a_damaged_mask_names_it(seg, capsys):
                         r"'IDAT' chunk at byte \d+: CRC error \(a damaged byte\); remove or replace it", line), line
 
 
-def test_skip_bad_training_eval_and_tiled_prediction_skip_and_name_damaged_files(seg, capsys):
+def test_skip_bad_training_eval_and_tiled_prediction_skip_and_name_damaged_files(seg, capsys, synth_data):
     code, _, err = dlcvkit_here(capsys, "segment", "-r", seg / "seg.toml", "--data", seg / "data", "--out",
                                 seg / "run", "--set", "data.skip_bad=true", "--max-steps", 1)
     assert code == 0, err
@@ -233,7 +233,7 @@ def test_skip_bad_training_eval_and_tiled_prediction_skip_and_name_damaged_files
     assert "mean_iou" in out
 
     images = seg / "huge"
-    synth_seg(images, n=3, size=32)
+    shutil.copytree(synth_data("seg", n=3, size=32), images)
     _claim_20000(images / "0002_sat.jpg")
     code, _, err = dlcvkit_here(capsys, "predict", "seg", "--run", seg / "run", "--images", images, "--out",
                                 seg / "pred", "--tile", 16, "--skip-bad")
@@ -251,9 +251,9 @@ def test_eval_of_a_damaged_prediction_names_it(seg, capsys):
 
 
 @pytest.mark.slow
-def test_two_processes_on_damaged_masks_end_in_exit_2_without_a_segfault(seg):
+def test_two_processes_on_damaged_masks_end_in_exit_2_without_a_segfault(seg, seg_data):
     data = seg / "all_damaged"
-    synth_seg(data, n=4, size=32)
+    shutil.copytree(seg_data, data)
     for path in data.glob("*_mask.png"):  # each process meets one in its first batch
         _flip_pixel_byte(path)
     proc = dlcvkit("launch", "--procs", 2, "--", "segment", "-r", seg / "seg.toml", "--data", data, "--out",

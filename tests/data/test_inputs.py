@@ -94,10 +94,10 @@ def _hashes(folder) -> dict:
 
 
 @pytest.fixture(scope="module")
-def seg(tmp_path_factory):
+def seg(tmp_path_factory, seg_data):
     """Colour pairs, the same pairs as class-index and palette masks, and a run trained on the colour ones."""
     root = tmp_path_factory.mktemp("inputs_seg")
-    synth_seg(root / "train", n=4, size=32, seed=0)
+    shutil.copytree(seg_data, root / "train")
     synth_seg(root / "val", n=3, size=32, seed=1)
     synth_seg(root / "other", n=3, size=32, seed=2)  # masks to score against val's, as predictions
     for name in ("train", "val", "other"):
@@ -401,11 +401,10 @@ def test_eval_seg_run_on_mixed_sizes_scores_what_predict_writes(seg, capsys, tmp
 
 
 @pytest.fixture(scope="module")
-def cls_run(tmp_path_factory):
+def cls_run(tmp_path_factory, cls_data):
     root = tmp_path_factory.mktemp("inputs_cls")
-    synth_cls(root / "train", n=8, size=32, classes=2)
     (root / "cls.toml").write_text(CLS.format(task="classify"))
-    _run("classify", "-r", root / "cls.toml", "--data", root / "train", "--out", root / "run")
+    _run("classify", "-r", root / "cls.toml", "--data", cls_data, "--out", root / "run")
     return root / "run"
 
 

@@ -4,6 +4,7 @@ hold, item by item."""
 
 import importlib
 import pkgutil
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,16 +20,16 @@ from dlcvkit.data.office_home import LabeledCsv
 from dlcvkit.data.samples import FileDataset
 from dlcvkit.data.satellite import SatellitePairs
 from dlcvkit.data.subset import LabelSubset
-from dlcvkit.data.synth import synth_cls, synth_officehome, synth_seg, synth_ssl
+from dlcvkit.data.synth import synth_cls, synth_officehome, synth_ssl
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory, seg_data) -> Path:
     root = tmp_path_factory.mktemp("samples")
     synth_cls(root / "p1", n=7, size=16, classes=3)
     synth_ssl(root / "mini", n=5, size=16)
     synth_officehome(root / "office", n=24, size=16, classes=4)
-    synth_seg(root / "seg", n=4, size=32)
+    shutil.copytree(seg_data, root / "seg")
     for i in range(6):  # class folders of 1, 2 and 3 images
         write_image(root / "folders" / f"c{i % 3}" / f"{i}.png", torch.full((3, 8, 8), 40 * i, dtype=torch.uint8))
     # an inference CSV: the Office-Home rows without their labels, in another order

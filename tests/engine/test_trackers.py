@@ -14,7 +14,6 @@ import pytest
 import torch.utils
 
 from dlcvkit.config import TrainConfig
-from dlcvkit.data.synth import synth_cls
 from dlcvkit.engine.loop import fit
 from dlcvkit.engine.runlog import read_metrics
 from dlcvkit.engine.trackers import CHECKS, make_trackers, read_tracker_ids, tracker_timeout
@@ -110,11 +109,10 @@ def test_wandb_logs_offline_into_the_run_folder(tmp_path, monkeypatch):
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
-def test_a_tracker_that_is_not_installed_stops_before_the_run_folder_exists(tmp_path, capsys, monkeypatch):
+def test_a_tracker_that_is_not_installed_stops_before_the_run_folder_exists(tmp_path, capsys, monkeypatch, cls_data):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a))
-    synth_cls(tmp_path / "data", n=8, size=32, classes=2)
-    code, _, err = dlcvkit_here(capsys, "classify", "-r", "demo_cls", "--data", tmp_path / "data", "--out",
+    code, _, err = dlcvkit_here(capsys, "classify", "-r", "demo_cls", "--data", cls_data, "--out",
                                 tmp_path / "run", "--tracker", "mlflow", "--tracker", "wandb")
     assert code == 2 and "Traceback" not in err
     assert err.splitlines() == ["dlcvkit: error: train.trackers: wandb is not installed; pip install "
@@ -148,7 +146,7 @@ ADVICE = "unset it to log into RUN_DIR/mlruns, or drop mlflow from train.tracker
              "server, or "),
 ])
 def test_an_mlflow_store_that_cannot_be_used_stops_the_run_before_its_folder(tmp_path, capsys, monkeypatch,
-                                                                           silent_server, uri, expected):
+                                                                           silent_server, uri, expected, cls_data):
     mlflow = pytest.importorskip("mlflow")
     if uri == "file" and not hasattr(mlflow.environment_variables, "MLFLOW_ALLOW_FILE_STORE"):
         pytest.skip("MLflow before 3 opens file stores unasked")
@@ -157,8 +155,7 @@ def test_an_mlflow_store_that_cannot_be_used_stops_the_run_before_its_folder(tmp
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     monkeypatch.setenv("DLCVKIT_TRACKER_TIMEOUT", "1")
-    synth_cls(tmp_path / "data", n=8, size=32, classes=2)
-    code, _, err = dlcvkit_here(capsys, "classify", "-r", "demo_cls", "--data", tmp_path / "data", "--out",
+    code, _, err = dlcvkit_here(capsys, "classify", "-r", "demo_cls", "--data", cls_data, "--out",
                                 tmp_path / "run", "--tracker", "mlflow")
     assert code == 2
     expected = expected.format(version=mlflow.__version__)

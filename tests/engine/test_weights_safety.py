@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from dlcvkit.cli import main
 from dlcvkit.config import load_recipe, write_recipe
-from dlcvkit.data.synth import synth_cls, synth_seg
+from dlcvkit.data.synth import synth_cls
 from dlcvkit.engine.weights import non_finite_key, read_state_dict, save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.backbones import create_backbone
@@ -61,12 +61,11 @@ def _train(*args) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, synth_data):
     """An uninterrupted run (`whole`) and one stopped at step 4 (`split`), of the same recipe."""
     root = tmp_path_factory.mktemp("weights_safety")
     (root / "resume.toml").write_text(RESUME)
-    synth_cls(root / "train", n=16, size=32, classes=3)
-    common = ["classify", "-r", root / "resume.toml", "--data", root / "train"]
+    common = ["classify", "-r", root / "resume.toml", "--data", synth_data("cls", n=16, size=32, classes=3)]
     _train(*common, "--out", root / "whole")
     _train(*common, "--out", root / "split", "--max-steps", 4)
     return root
@@ -97,20 +96,20 @@ def _all_finite(folder: Path) -> bool:
 # --- 4. non-finite weights ------------------------------------------------------------------------------------
 
 
-def test_a_diverging_run_stops_before_evaluating_and_writes_no_non_finite_file(tmp_path, capsys):
+def test_a_diverging_run_stops_before_evaluating_and_writes_no_non_finite_file(tmp_path, capsys, synth_data):
     (tmp_path / "r.toml").write_text(DIVERGE)
     synth_cls(tmp_path / "train", n=12, size=32, classes=3)
-    synth_cls(tmp_path / "val", n=6, size=32, classes=3, seed=1)
+    val = synth_data("cls", n=6, size=32, classes=3, seed=1)
     run = tmp_path / "run"
     line = _error_line(*dlcvkit_here(capsys, "classify", "-r", tmp_path / "r.toml", "--data", tmp_path / "train",
-                                     "--val", tmp_path / "val", "--out", run, "--set", "optim.lr=1e8")[::2])
+                                     "--val", val, "--out", run, "--set", "optim.lr=1e8")[::2])
     assert "weights became inf/nan at step 3" in line and "no checkpoint was written" in line
     assert not (run / "best.safetensors").exists() and not (run / "checkpoints").exists()
     assert _all_finite(run)
 
 
 @pytest.fixture()
-def diverged_runs(tmp_path):
+def diverged_runs(tmp_path, synth_data):
     """A classification and a segmentation run folder whose best.safetensors holds a nan (model.safetensors
     is fine), and data to run them on; no training needed."""
     cls, seg = ClassifyRecipe(), SegmentRecipe()
@@ -123,7 +122,7 @@ def diverged_runs(tmp_path):
         save_weights(task(recipe).build_model().state_dict(), run / "model.safetensors")
         save_file(_non_finite(run / "model.safetensors"), run / "best.safetensors")
     synth_cls(tmp_path / "cls", n=4, size=32, classes=3)
-    synth_seg(tmp_path / "seg", n=2, size=32)
+    shutil.copytree(synth_data("seg", n=2, size=32), tmp_path / "seg")
     return tmp_path
 
 

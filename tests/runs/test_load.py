@@ -56,14 +56,14 @@ def test_load_run_builds_from_random_init_and_leaves_the_recipe_as_the_run_wrote
 
 
 @pytest.fixture(scope="module")
-def runs_with_val(tmp_path_factory):
+def runs_with_val(tmp_path_factory, synth_data):
     """A segmentation and a classification run folder (random weights) whose recipes name their validation data,
     and that data: 3 P2 tiles and 6 P1 images."""
-    from dlcvkit.data.synth import synth_cls, synth_seg
+    from dlcvkit.data.synth import synth_cls
     from dlcvkit.tasks.segment import SegmentRecipe, SegmentTask
 
     root = tmp_path_factory.mktemp("val_default")
-    synth_seg(root / "seg_val", n=3, size=32)
+    shutil.copytree(synth_data("seg", n=3, size=32), root / "seg_val")
     synth_cls(root / "cls_val", n=6, size=32, classes=2)
     for name, recipe, task, val in (("seg", SegmentRecipe(), SegmentTask, "seg_val"),
                                     ("cls", ClassifyRecipe(), ClassifyTask, "cls_val")):

@@ -1,13 +1,13 @@
 """Frozen-feature evaluation: kNN by cosine, the linear probe, and `dlcvkit eval probe`."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import timm
 import torch
 
-from dlcvkit.data.synth import synth_officehome
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.runs.probe import knn_accuracy, linear_probe_accuracy, open_backbone
@@ -44,9 +44,9 @@ def test_linear_probe_separates_separable_classes():
 
 
 @pytest.fixture(scope="module")
-def office(tmp_path_factory):
+def office(tmp_path_factory, office_data):
     root = tmp_path_factory.mktemp("probe")
-    synth_officehome(root / "office", n=60, size=32, classes=3)
+    shutil.copytree(office_data, root / "office")
     return root
 
 

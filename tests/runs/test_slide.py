@@ -33,10 +33,10 @@ epochs = 1
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, seg_data):
     """A segmentation run of one step, and a folder of 32x32, 48x48 and 80x80 images."""
     root = tmp_path_factory.mktemp("slide")
-    synth_seg(root / "train", n=4, size=32, seed=0)
+    shutil.copytree(seg_data, root / "train")
     (root / "r.toml").write_text(RECIPE)
     with pytest.raises(SystemExit) as exited:  # in this process: a second Python would cost more than the step
         main(["segment", "-r", str(root / "r.toml"), "--data", str(root / "train"), "--out", str(root / "run"),

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from safetensors.torch import load_file
 
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.config import apply_override, load_recipe
-from dlcvkit.data.synth import synth_officehome
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.byol import build_byol
@@ -47,11 +47,11 @@ epochs = 1
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, office_data):
     """Office-Home-like data, a 'supervised' backbone file (.pth with its 1000-class ImageNet head, as
     torchvision and timm save them) and a BYOL backbone.safetensors, all for test_resnet."""
     root = tmp_path_factory.mktemp("finetune")
-    synth_officehome(root / "office", n=60, size=32, classes=3)
+    shutil.copytree(office_data, root / "office")
     torch.manual_seed(1)
     torch.save(timm.create_model("test_resnet", num_classes=1000).state_dict(), root / "supervised.pth")
     torch.manual_seed(2)
