@@ -16,6 +16,8 @@ the main process, after the save (`scontrol requeue $SLURM_JOB_ID`).
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -127,3 +129,20 @@ def ignore_interrupts(worker_id: int) -> None:
     loader the loop still reads from until it saved and stopped."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+
+
+def end_workers_at_exit() -> None:
+    """Have this process end its loader workers when it exits (registered once). They ignore the stop signals,
+    so multiprocessing's own clean-up at exit, a SIGTERM to each daemonic child and then a join, would wait
+    forever for the workers of a loader that a failed run left open (and its peers in a collective with it)."""
+    atexit.unregister(_end_workers)
+    atexit.register(_end_workers)  # registered after multiprocessing's exit function, so run before it
+
+
+def _end_workers() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would report each as a failed worker
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join()

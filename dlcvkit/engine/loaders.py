@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dlcvkit.config import DataConfig
 from dlcvkit.data.cache import CachedSamples
-from dlcvkit.engine.interrupt import ignore_interrupts
+from dlcvkit.engine.interrupt import end_workers_at_exit, ignore_interrupts
 from dlcvkit.engine.sampling import EvalBatches, TrainBatches
 
 
@@ -28,6 +28,8 @@ def make_train_loader(dataset: Dataset, sampler: TrainBatches, num_workers: int,
     the global RNG, so that starting an epoch consumes no random numbers (a resumed run draws exactly what the
     uninterrupted one did)."""
     num_workers = loader_workers(dataset, num_workers)
+    if num_workers:
+        end_workers_at_exit()
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -50,6 +52,8 @@ def make_eval_loader(dataset: Dataset, data: DataConfig, accelerator: Accelerato
         keys,
     )
     num_workers = loader_workers(dataset, data.num_workers)
+    if num_workers:
+        end_workers_at_exit()
     return DataLoader(
         dataset,
         batch_sampler=batches,
