@@ -14,6 +14,7 @@ import pytest
 import torch.utils
 
 from dlcvkit.config import TrainConfig
+from dlcvkit.data.synth import synth_cls
 from dlcvkit.engine.loop import fit
 from dlcvkit.engine.runlog import read_metrics
 from dlcvkit.engine.trackers import CHECKS, make_trackers, read_tracker_ids, tracker_timeout
