@@ -1,12 +1,10 @@
-"""A full disk while a run writes (issue 24): a real file-size limit (RLIMIT_FSIZE, as `ulimit -f` sets it; Python
+"""A full disk while a run writes: a real file-size limit (RLIMIT_FSIZE, as `ulimit -f` sets it; Python
 ignores SIGXFSZ, so a write past it fails with EFBIG) switched on just before each file a run writes. The run
 stops with one line naming the file, why, and the checkpoint kept; no temporary file is left; `latest` still
 names the kept checkpoint, and `--resume` from it ends bit-identical to a run that never failed."""
 
 import errno
-import json
 import resource
-import sys
 
 import pytest
 import torch
