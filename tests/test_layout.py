@@ -66,9 +66,22 @@ def test_every_tasks_module_defines_a_task():
     from dlcvkit.engine.task import Task
     from dlcvkit.tasks.registry import TASKS, task_classes
 
-    modules = {name for name in MODULES if name.startswith("dlcvkit.tasks.")} - {"dlcvkit.tasks.registry"}
+    # besides the registry, the one module that is not a task is the base of the self-supervised methods
+    modules = {name for name in MODULES if name.startswith("dlcvkit.tasks.")} - {"dlcvkit.tasks.registry",
+                                                                                 "dlcvkit.tasks.ssl"}
     assert modules == {entry.module for entry in TASKS.values()}
     assert all(issubclass(task_classes(name)[1], Task) for name in TASKS)
+
+
+def test_every_self_supervised_method_is_one_module_on_the_shared_base():
+    from dlcvkit.tasks.registry import TASKS, task_classes
+    from dlcvkit.tasks.ssl import SslRecipe, SslTask
+
+    methods = {name for name in TASKS if issubclass(task_classes(name)[1], SslTask)}
+    assert {"byol"} <= methods
+    for name in methods:
+        recipe_cls, task_cls = task_classes(name)
+        assert issubclass(recipe_cls, SslRecipe) and task_cls.__module__ == recipe_cls.__module__ == TASKS[name].module
 
 
 def test_the_training_loop_fits_on_one_screen():

@@ -16,7 +16,8 @@ import torch
 import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset
 
-from dlcvkit.augment.byol import blur_kernel, byol_views
+from dlcvkit.augment.views import blur_kernel
+from dlcvkit.tasks.byol import byol_views
 from dlcvkit.augment.common import to_unit
 from dlcvkit.bench.timing import ResultMismatch, measure, measure_interleaved, record
 
@@ -26,7 +27,7 @@ RUN_STEPS = 100  # a short run, for the speed-up with the compile counted (`run_
 
 
 def torchvision_view(size: int, blur_p: float, solarize_p: float, grayscale_p: float = 0.2) -> T.Compose:
-    """`dlcvkit.augment.byol.paper_view` with torchvision v2 transforms, one image at a time. The geometric and
+    """`dlcvkit.augment.views.paper_view` with torchvision v2 transforms, one image at a time. The geometric and
     colour steps run on uint8 (torchvision's fast path); solarize runs after the conversion to [0, 1], so its
     threshold is kornia's 0.5."""
     return T.Compose([

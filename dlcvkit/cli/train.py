@@ -1,6 +1,6 @@
-"""The training commands, one per task of the registry (`dlcvkit classify`, `segment`, `byol`, `finetune`): the
-shared training options plus a task's own (fine-tuning's in dlcvkit.cli.finetune), turned into one call of
-`run_training`."""
+"""The training commands, one per task of the registry (`dlcvkit classify`, `segment`, `byol`, `dino`, `simclr`,
+`finetune`): the shared training options plus a task's own (fine-tuning's in dlcvkit.cli.finetune), turned into
+one call of `run_training`."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _train(name: str, *, recipe: Path | None, data: Path | None, out: Path | Non
                  overwrite=overwrite)
 
 
-def _byol(name: str, *, monitor: Path | None, **options) -> None:
+def _ssl(name: str, *, monitor: Path | None, **options) -> None:
     """--monitor DIR sets monitor.data."""
     _train(name, **options, overrides=(f"monitor.data={json.dumps(str(monitor))}",) if monitor is not None else ())
 
@@ -61,7 +61,7 @@ MONITOR = option("monitor", Annotated[Optional[Path], typer.Option(
 
 # a task's own options and command, where they are not the shared ones and `run_training`
 OWN = {
-    "byol": ((*(p for p in TRAINING if p.name != "val"), MONITOR), _byol),
+    **{name: ((*(p for p in TRAINING if p.name != "val"), MONITOR), _ssl) for name in ("byol", "dino", "simclr")},
     "segment": ((*TRAINING, TRACK), _segment),
     "finetune": (FINETUNE, finetune),
 }

@@ -169,7 +169,8 @@ def _set_up(task: Task, run_dir: Path, max_steps: int, resume: bool, overwrite: 
     state.update(best_metric=task.best_metric, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     if accelerator.log_with:
         start_trackers(accelerator, run_dir, flat_recipe(recipe), state["step"] if resume else None)
-    ctx = RunContext(accelerator, run_dir, state["step"], state["step"] // steps_per_epoch, total_steps)
+    ctx = task.context = RunContext(accelerator, run_dir, state["step"], state["step"] // steps_per_epoch,
+                                    total_steps, steps_per_epoch)
     return _Run(accelerator=accelerator, model=model, net=net, ema_model=ema_model, emas=emas, optimizer=optimizer,
                 sampler=sampler, loader=loader, val_loader=val_loader, state=state, ctx=ctx,
                 notes=notes + cache_notes, steps_per_epoch=steps_per_epoch, total_steps=total_steps, warmup=warmup,

@@ -28,6 +28,7 @@ class RunContext:
     step: int  # optimizer steps done
     epoch: int  # epochs done
     total_steps: int  # length of the recipe's schedule
+    steps_per_epoch: int
 
 
 class Task:
@@ -35,6 +36,9 @@ class Task:
 
     best_metric: str | None = None  # validation metric whose maximum is kept as RUN_DIR/best.safetensors
     run_files: tuple[str, ...] = ()  # what the Task writes into RUN_DIR besides the engine (a restart removes them)
+    # the running engine's context, set by `fit` before the first step: `loss` reads `context.step` where a
+    # schedule of the method depends on it (DINO's teacher temperature)
+    context: RunContext | None = None
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe

@@ -1,2 +1,3 @@
 """Models: timm backbones with local weight files (and the backbone files of other runs), classification heads,
-FCN/DeepLab decoders, BYOL networks, Segment Anything loading."""
+FCN/DeepLab decoders, Segment Anything loading. The self-supervised methods' heads live in their method's module
+(dlcvkit.tasks.byol, ...)."""

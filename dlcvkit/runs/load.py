@@ -29,7 +29,8 @@ USED_BY = {
     "classify": "`dlcvkit eval cls`, `predict cls`, `tsne` and `export`",
     "finetune": "`dlcvkit eval cls`, `predict cls`, `tsne` and `export`",
     "segment": "`dlcvkit eval seg`, `predict seg`, `export` and `sam --refine-run`",
-    "byol": "its backbone.safetensors: `dlcvkit eval probe --backbone` and `dlcvkit finetune --backbone`",
+    **dict.fromkeys(("byol", "dino", "simclr"),
+                    "its backbone.safetensors: `dlcvkit eval probe --backbone` and `dlcvkit finetune --backbone`"),
 }
 
 

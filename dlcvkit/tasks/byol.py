@@ -1,39 +1,29 @@
-"""BYOL self-supervised pre-training on unlabeled images; exports the online encoder as `backbone.safetensors`.
-With a labelled monitor set (`monitor.data`, `--monitor DIR`), every evaluation (`train.eval_every` epochs and the
-end) logs the kNN accuracy of the online encoder's features, as solo-learn and Lightly watch SSL runs: the loss
-alone flattens early whether or not the encoder learns."""
+"""BYOL (Grill et al. 2020, "Bootstrap your own latent"): online network with predictor, target network by EMA.
+
+Algorithm 1 of the paper, with the optimizer step and the target update left to the engine's loop:
+    z₁, z₂   = g_θ(f_θ(v₁)), g_θ(f_θ(v₂))           online projections of the two views
+    z′₁, z′₂ = g_ξ(f_ξ(v₁)), g_ξ(f_ξ(v₂))           target projections (no gradient)
+    loss     = ℓ(q_θ(z₁), z′₂) + ℓ(q_θ(z₂), z′₁)     ℓ(p, z) = 2 − 2·cos(p, z)  (eq. 2, symmetrised)
+    θ ← optimizer(θ, ∇_θ loss);  ξ ← τξ + (1 − τ)θ   (the EMA teacher of dlcvkit.tasks.ssl, after every step)
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from dlcvkit.augment.byol import byol_views
-from accelerate.utils import gather_object
-
-from dlcvkit.augment.common import normalize, to_unit
-from dlcvkit.config import Recipe
-from dlcvkit.data.folders import UnlabeledFolder
-from dlcvkit.data.labeled import open_labeled
-from dlcvkit.engine.ema import EMA
-from dlcvkit.engine.metrics import knn_predict
-from dlcvkit.engine.task import RunContext, Task
-from dlcvkit.engine.weights import save_weights
-from dlcvkit.errors import DlcvkitError
-from dlcvkit.models.byol import BYOL, build_byol
-from dlcvkit.data.office_home import office_home_splits
-from dlcvkit.runnames import BACKBONE_FILE
-
-QUERY_EVERY = 5  # of the monitor set, samples 4, 9, 14, ... are classified by the kNN of all the others
+from dlcvkit.augment.views import GREY_JITTER, Views, compile_colour_jitter, paper_view, report_view
+from dlcvkit.models.backbones import create_backbone
+from dlcvkit.tasks.ssl import SslModel, SslRecipe, SslTask, frozen_copy
 
 
 @dataclass
-class ByolModel:
-    backbone: str = "resnet50"  # any timm model name (pooled features are the representation)
-    pretrained: str = ""  # "" = random init (BYOL's setting), a local weights file, or "hub"
+class ByolModel(SslModel):
     projection_hidden: int = 4096  # projector g and predictor q: Linear, BN, ReLU, Linear (paper §3.3)
     projection_dim: int = 256
     prediction_hidden: int = 4096
@@ -42,89 +32,100 @@ class ByolModel:
 
 @dataclass
 class ByolAug:
-    preset: Literal["paper", "paper_gray", "grey", "report", "none"] = "paper"  # see dlcvkit.augment.byol
+    # paper: Table 6's two asymmetric views; paper_gray: the same, every view grayscale (for data whose colours are
+    # random per image, such as `dlcvkit data synth`, where the palette alone tells the images apart and BYOL learns
+    # it instead of shapes); grey: for grey images such as Fashion-MNIST, the paper's views with brightness and
+    # contrast jitter only, crops of at least 20%; report: the lighter pipeline of the course's reference report
+    # (lucidrains' byol-pytorch defaults); none: both views = the image (checks without randomness)
+    preset: Literal["paper", "paper_gray", "grey", "report", "none"] = "paper"
     # torch.compile kornia's colour jitter (the same random draws): faster views on the CPU after a one-off
-    # compile of 10-50 s (needs a C compiler); see dlcvkit.augment.byol.compile_colour_jitter
+    # compile of 10-50 s (needs a C compiler); see dlcvkit.augment.views.compile_colour_jitter
     compile: bool = False
 
 
 @dataclass
-class ByolMonitor:
-    data: str = ""  # labelled images (any layout of `dlcvkit classify`; an Office-Home folder: its train/), "" = none
-    k: int = 20  # neighbours of the cosine kNN majority vote (as `dlcvkit eval probe`)
-
-
-@dataclass
-class ByolRecipe(Recipe):
+class ByolRecipe(SslRecipe):
     task: str = "byol"
     model: ByolModel = field(default_factory=ByolModel)
     aug: ByolAug = field(default_factory=ByolAug)
-    monitor: ByolMonitor = field(default_factory=ByolMonitor)
 
 
-class ByolTask(Task):
-    run_files = (BACKBONE_FILE,)
+def byol_views(preset: str, size: int, compile: bool = False) -> Views:
+    """The two views of a preset (see `ByolAug.preset`), `size` x `size`; `compile`: see `compile_colour_jitter`."""
+    if preset in ("paper", "paper_gray"):
+        gray = 1.0 if preset == "paper_gray" else 0.2
+        views = Views((1, paper_view(size, blur_p=1.0, solarize_p=0.0, grayscale_p=gray)),
+                      (1, paper_view(size, blur_p=0.1, solarize_p=0.2, grayscale_p=gray)))
+    elif preset == "grey":
+        # grey images (Fashion-MNIST) fill most of their small frame: crops of at least 20% keep an object
+        # recognisable at 28-32 px, where 8% of the area is a few pixels across
+        views = Views((1, paper_view(size, 1.0, 0.0, 0.0, GREY_JITTER, scale=(0.2, 1.0))),
+                      (1, paper_view(size, 0.1, 0.2, 0.0, GREY_JITTER, scale=(0.2, 1.0))))
+    elif preset == "report":
+        views = Views((1, report_view(size)), (1, report_view(size)))
+    elif preset == "none":
+        views = Views((1, nn.Identity()), (1, nn.Identity()))
+    else:
+        raise ValueError(f"unknown BYOL augmentation preset {preset!r}")
+    return compile_colour_jitter(views) if compile else views
 
-    def __init__(self, recipe: ByolRecipe) -> None:
-        super().__init__(recipe)
-        self._views = byol_views(recipe.aug.preset, recipe.data.img_size, recipe.aug.compile)
+
+def mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
+    """BYOL's projector / predictor: Linear, BatchNorm, ReLU, Linear (§3.3: 4096 hidden, 256 out)."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_features)
+    )
+
+
+def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ℓ = ‖p/‖p‖ − z/‖z‖‖² = 2 − 2·cos(p, z) per sample (eq. 2); `b d` -> `b`."""
+    return 2 - 2 * F.cosine_similarity(prediction, target.detach(), dim=-1)
+
+
+class BYOL(nn.Module):
+    """`online` = encoder f then projector g; `predictor` q; `target` = the EMA teacher of `online`.
+
+    The target lives inside this module so that checkpoints, device moves and SyncBatchNorm conversion cover it;
+    DDP leaves its parameters out of the gradient reduction (they do not require grad), so no
+    `find_unused_parameters` is needed.
+    """
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module, predictor: nn.Module) -> None:
+        super().__init__()
+        self.online = nn.Sequential(OrderedDict(encoder=encoder, projector=projector))
+        self.predictor = predictor
+        self.target = frozen_copy(self.online)
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The online encoder f_θ: what BYOL pre-trains for downstream use (never the target)."""
+        return self.online.encoder
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch of the symmetric loss; each view is normalised on its own, as in the paper."""
+        p1, p2 = self.predictor(self.online(view1)), self.predictor(self.online(view2))
+        with torch.no_grad():
+            z1, z2 = self.target(view1), self.target(view2)
+        return (regression_loss(p1, z2) + regression_loss(p2, z1)).mean()
+
+
+def build_byol(backbone: str, pretrained: str = "", projection_hidden: int = 4096, projection_dim: int = 256,
+               prediction_hidden: int = 4096) -> BYOL:
+    """BYOL around a timm backbone by name (pooled features, its classifier removed)."""
+    encoder = create_backbone(backbone, pretrained=pretrained, num_classes=0)
+    return BYOL(encoder, mlp(encoder.num_features, projection_hidden, projection_dim),
+                mlp(projection_dim, prediction_hidden, projection_dim))
+
+
+class ByolTask(SslTask):
+    teacher = ("online", "target")
+
+    def build_views(self) -> Views:
+        return byol_views(self.recipe.aug.preset, self.recipe.data.img_size, self.recipe.aug.compile)
 
     def build_model(self) -> BYOL:
         m = self.recipe.model
         return build_byol(m.backbone, m.pretrained, m.projection_hidden, m.projection_dim, m.prediction_hidden)
 
-    @classmethod
-    def open_train(cls, recipe: ByolRecipe) -> UnlabeledFolder:
-        data = recipe.data
-        if not data.train:
-            raise DlcvkitError("no training images: pass --data DIR (a folder of images, e.g. mini/train)")
-        return UnlabeledFolder(data.train, size=data.img_size)
-
-    def val_dataset(self):
-        """The monitor set, if any."""
-        monitor = self.recipe.monitor
-        if not monitor.data:
-            return None
-        if monitor.k < 1:
-            raise DlcvkitError(f"recipe key 'monitor.k' must be at least 1, got {monitor.k}")
-        splits = office_home_splits(monitor.data)
-        dataset = open_labeled(splits[0] if splits else monitor.data, size=self.recipe.data.img_size)
-        if dataset.labels is None or len(dataset) < QUERY_EVERY:
-            raise DlcvkitError(f"monitor.data {monitor.data}: the monitor needs at least {QUERY_EVERY} labelled "
-                               "images (a P1 or ImageFolder folder, or a CSV of id,filename,label)")
-        return dataset
-
-    @torch.no_grad()
-    def evaluate(self, model: BYOL, batches, ctx: RunContext) -> dict:
-        """kNN accuracy of the online encoder's features on the monitor set: every fifth sample classified by the
-        others. Each process embeds its share; the features are gathered in dataset order, so that 1 and N
-        processes vote on the same features."""
-        accelerator = ctx.accelerator
-        # EvalBatches gives process r the batches r, r + N, r + 2N, ... of consecutive samples
-        local = [(i * accelerator.num_processes + accelerator.process_index,
-                  model.encoder(normalize(to_unit(batch["image"]))).float().cpu(), batch["label"].cpu())
-                 for i, batch in enumerate(batches)]
-        shares = sorted(gather_object(local) if accelerator.num_processes > 1 else local, key=lambda s: s[0])
-        features, labels = torch.cat([s[1] for s in shares]), torch.cat([s[2] for s in shares])
-        query = torch.arange(len(labels)) % QUERY_EVERY == QUERY_EVERY - 1
-        predicted = knn_predict(features[~query], labels[~query], features[query], self.recipe.monitor.k)
-        return {"knn_acc": float((predicted == labels[query]).float().mean())}
-
-    def augment(self, batch: dict) -> dict:
-        view1, view2 = self._views(to_unit(batch["image"]))
-        return {"view1": normalize(view1), "view2": normalize(view2)}
-
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        return model(batch["view1"], batch["view2"])
-
-    def emas(self, model: BYOL, total_steps: int) -> list[EMA]:
-        """The target network ξ ← τξ + (1 − τ)θ after every optimizer step, τ by the cosine schedule over the
-        run's optimizer steps; BatchNorm running statistics are averaged like the weights."""
-        return [EMA(model.online, model.target, self.recipe.model.tau_base, total_steps, buffers="average")]
-
-    def export(self, model: BYOL, ctx: RunContext) -> None:
-        """`backbone.safetensors`: the online encoder only, loadable by `timm.create_model(name, num_classes=0)`."""
-        # with the timm name and image size in the file, `dlcvkit eval probe` needs no --model or --img-size
-        metadata = {"backbone": self.recipe.model.backbone, "img_size": str(self.recipe.data.img_size),
-                    "byol_step": str(ctx.step)}
-        save_weights(model.encoder.state_dict(), ctx.run_dir / BACKBONE_FILE, metadata)
+        return model(*batch["views"])

@@ -112,7 +112,7 @@ def test_repeated_dataset_cycles():
 
 
 def test_torchvision_and_kornia_views_deliver_the_same_kind_of_output():
-    from dlcvkit.augment.byol import byol_views
+    from dlcvkit.tasks.byol import byol_views
     from dlcvkit.bench.augment import TwoViewSamples
 
     images = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8)

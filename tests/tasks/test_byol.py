@@ -14,12 +14,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from dlcvkit.augment.byol import blur_kernel, byol_views
 from dlcvkit.augment.common import normalize, to_unit
+from dlcvkit.augment.views import blur_kernel
 from dlcvkit.data.labeled import open_labeled
 from dlcvkit.data.synth import synth_cls, synth_ssl
-from dlcvkit.models.byol import BYOL, regression_loss
-from dlcvkit.tasks.byol import ByolModel, ByolRecipe, ByolTask
+from dlcvkit.tasks.byol import BYOL, ByolModel, ByolRecipe, ByolTask, byol_views, regression_loss
 from tests.cli_runner import dlcvkit
 
 TAU_BASE = 0.9
@@ -136,7 +135,7 @@ def test_views_draw_parameters_per_image(preset):
     images = torch.rand(1, 3, 32, 32).repeat(8, 1, 1, 1)  # 8 copies of one image
     v1, v2 = views(images)
     assert v1.shape == v2.shape == (8, 3, 32, 32)
-    boxes = _crop_boxes(views.view1)
+    boxes = _crop_boxes(views.pipelines[0])
     assert len({tuple(b.flatten().tolist()) for b in boxes}) == 8  # 8 different crops in one batch
     assert not torch.equal(v1[0], v1[1]) and not torch.equal(v1, v2)
 
@@ -147,8 +146,8 @@ def test_paper_views_are_asymmetric():
     def p_of(view, kind):
         return next(m.p for m in view.modules() if isinstance(m, kind))
 
-    assert (p_of(views.view1, K.RandomGaussianBlur), p_of(views.view2, K.RandomGaussianBlur)) == (1.0, 0.1)
-    assert (p_of(views.view1, K.RandomSolarize), p_of(views.view2, K.RandomSolarize)) == (0.0, 0.2)
+    assert (p_of(views.pipelines[0], K.RandomGaussianBlur), p_of(views.pipelines[1], K.RandomGaussianBlur)) == (1.0, 0.1)
+    assert (p_of(views.pipelines[0], K.RandomSolarize), p_of(views.pipelines[1], K.RandomSolarize)) == (0.0, 0.2)
 
 
 def test_grey_views_keep_grey_images_grey_and_crop_at_least_a_fifth():
@@ -157,7 +156,7 @@ def test_grey_views_keep_grey_images_grey_and_crop_at_least_a_fifth():
     images = torch.rand(64, 1, 32, 32).repeat(1, 3, 1, 1)  # grey images, decoded as RGB like the readers do
     for view in views(images):
         assert torch.allclose(view[:, 0], view[:, 1]) and torch.allclose(view[:, 1], view[:, 2])
-    boxes = _crop_boxes(views.view1)  # corners (b 4 2): the crop's area over the image's
+    boxes = _crop_boxes(views.pipelines[0])  # corners (b 4 2): the crop's area over the image's
     sides = boxes[:, 2] - boxes[:, 0] + 1
     assert (sides.prod(dim=1) / 32**2).min() >= 0.2 - 0.02  # kornia rounds the box to whole pixels
     assert not torch.equal(*views(images))

@@ -17,7 +17,7 @@ from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.config import apply_override, load_recipe
 from dlcvkit.engine.weights import save_weights
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.models.byol import build_byol
+from dlcvkit.tasks.byol import build_byol
 from dlcvkit.models.backbones import load_backbone_weights
 from dlcvkit.recipes import shipped
 from dlcvkit.runs.load import load_run

@@ -1,11 +1,6 @@
-"""BYOL's two views of each image (kornia, on the device, random parameters drawn per image).
-
-Presets: `paper` (Grill et al. 2020, Table 6: two asymmetric views), `paper_gray` (the same, every view
-grayscale: for data whose colours are random per image, such as `dlcvkit data synth`, where the colour palette
-alone tells the images apart and BYOL learns it instead of shapes), `grey` (for grey images such as Fashion-MNIST:
-the paper's views with brightness and contrast jitter only, crops of at least 20%), `report` (the lighter pipeline of the
-course's reference report, after lucidrains' byol-pytorch defaults), `none` (both views = the image; for checks
-that need no randomness, such as 1 vs N processes).
+"""The views of self-supervised methods (kornia, on the device, random parameters drawn per image): the paper
+pipelines that BYOL (Grill et al. 2020, Table 6), DINO and SimCLR build their views from, and `Views`, which draws a
+method's list of views from a batch. Which views a method takes is declared in its module (dlcvkit.tasks.byol, ...).
 """
 
 from __future__ import annotations
@@ -26,10 +21,12 @@ GREY_JITTER = (0.4, 0.4, 0.0, 0.0)  # grey images have no saturation or hue to c
 
 
 def paper_view(size: int, blur_p: float, solarize_p: float, grayscale_p: float = 0.2,
-               jitter: tuple[float, ...] = PAPER_JITTER, min_scale: float = 0.08) -> K.AugmentationSequential:
-    """One of the paper's views (Table 6); the two views differ only in the blur and solarize probabilities."""
+               jitter: tuple[float, ...] = PAPER_JITTER, scale: tuple[float, float] = (0.08, 1.0)
+               ) -> K.AugmentationSequential:
+    """One of BYOL's views (Table 6; its two views differ only in the blur and solarize probabilities), and the
+    crops of other methods with their own crop `scale` range, jitter strengths and probabilities."""
     return K.AugmentationSequential(
-        K.RandomResizedCrop((size, size), scale=(min_scale, 1.0)),
+        K.RandomResizedCrop((size, size), scale=scale),
         K.RandomHorizontalFlip(),
         K.ColorJitter(*jitter, p=0.8),
         K.RandomGrayscale(p=grayscale_p),
@@ -69,41 +66,28 @@ def report_view(size: int) -> nn.Sequential:
 CPU_CHUNK_PIXELS = 64 * 128 * 128
 
 
-class TwoViews(nn.Module):
-    """Float images `b c h w` in [0, 1] -> (view 1, view 2), each drawn independently for every image (on the CPU,
-    chunk by chunk: every image still draws its own parameters, only the order of the draws follows the chunks)."""
+class Views(nn.Module):
+    """Float images `b c h w` in [0, 1] -> a method's views: `count` views from each pipeline, in the declared
+    order, each drawn independently for every image. The `count` views of one pipeline (DINO's local crops) come
+    from one batched call on the images repeated `count` times. On the CPU the batch goes chunk by chunk: every image
+    still draws its own parameters, only the order of the draws follows the chunks."""
 
-    def __init__(self, view1: nn.Module, view2: nn.Module) -> None:
+    def __init__(self, *pipelines: tuple[int, nn.Module]) -> None:
         super().__init__()
-        self.view1, self.view2 = view1, view2
+        self.counts = [count for count, _ in pipelines]
+        self.pipelines = nn.ModuleList(pipeline for _, pipeline in pipelines)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         chunk = max(1, CPU_CHUNK_PIXELS // (images.shape[-2] * images.shape[-1]))
         if images.device.type != "cpu" or len(images) <= chunk:
-            return self.view1(images), self.view2(images)
-        views = [(self.view1(part), self.view2(part)) for part in images.split(chunk)]
-        return torch.cat([v1 for v1, _ in views]), torch.cat([v2 for _, v2 in views])
+            return self._draw(images)
+        return [torch.cat(parts) for parts in zip(*(self._draw(part) for part in images.split(chunk)))]
 
-
-def byol_views(preset: str, size: int, compile: bool = False) -> TwoViews:
-    """The two-view pipeline of a preset (`paper`, `paper_gray`, `grey`, `report` or `none`) producing `size` x
-    `size` views; `compile`: see `compile_colour_jitter`."""
-    if preset in ("paper", "paper_gray"):
-        gray = 1.0 if preset == "paper_gray" else 0.2
-        views = TwoViews(paper_view(size, blur_p=1.0, solarize_p=0.0, grayscale_p=gray),
-                         paper_view(size, blur_p=0.1, solarize_p=0.2, grayscale_p=gray))
-    elif preset == "grey":
-        # grey images (Fashion-MNIST) fill most of their small frame: crops of at least 20% keep an object
-        # recognisable at 28-32 px, where 8% of the area is a few pixels across
-        views = TwoViews(paper_view(size, 1.0, 0.0, 0.0, GREY_JITTER, min_scale=0.2),
-                         paper_view(size, 0.1, 0.2, 0.0, GREY_JITTER, min_scale=0.2))
-    elif preset == "report":
-        views = TwoViews(report_view(size), report_view(size))
-    elif preset == "none":
-        views = TwoViews(nn.Identity(), nn.Identity())
-    else:
-        raise ValueError(f"unknown BYOL augmentation preset {preset!r}")
-    return compile_colour_jitter(views) if compile else views
+    def _draw(self, images: torch.Tensor) -> list[torch.Tensor]:
+        views = []
+        for count, pipeline in zip(self.counts, self.pipelines):
+            views += pipeline(images.repeat(count, 1, 1, 1)).chunk(count) if count > 1 else [pipeline(images)]
+        return views
 
 
 def compile_colour_jitter(views: nn.Module) -> nn.Module:
