@@ -132,6 +132,24 @@ def test_head_last_layer_is_weight_normalised_to_one_and_freezable():
     assert DinoHead(8, 32, 16, 4, norm_last_layer=False).last_layer.parametrizations.weight.original0.requires_grad
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.nn.utils.weight_norm.*is deprecated:FutureWarning")  # lightly's head
+@pytest.mark.parametrize("bn", [False, True])
+def test_head_computes_lightlys_dino_projection_head(bn):
+    from lightly.models.modules.heads import DINOProjectionHead
+
+    torch.manual_seed(0)
+    head, reference = DinoHead(8, 32, 16, 4, bn=bn), DINOProjectionHead(8, 16, 4, 32, batch_norm=bn)
+    ours = head.state_dict()
+    weights = {k.replace("mlp.", "layers."): v for k, v in ours.items() if k.startswith("mlp.")}
+    weights["last_layer.weight_g"] = ours["last_layer.parametrizations.weight.original0"]
+    weights["last_layer.weight_v"] = ours["last_layer.parametrizations.weight.original1"]
+    if bn:  # lightly's Linear layers before a BatchNorm have no bias; ours have one, which BatchNorm cancels
+        weights = {k: v for k, v in weights.items() if k not in ("layers.0.bias", "layers.3.bias")}
+    reference.load_state_dict(weights)
+    x = torch.randn(6, 8)
+    torch.testing.assert_close(head(x), reference(x))
+
+
 def test_the_teacher_is_the_cosine_ema_of_the_student():
     torch.manual_seed(0)
     task = _task(preset="none", local_crops=2)
