@@ -70,6 +70,15 @@ def test_loss_and_center_are_main_dinos_loops():
     torch.testing.assert_close(model.center, center * 0.8 + batch_center * 0.2)
 
 
+def test_the_loss_is_float32_under_mixed_precision():
+    model = DINO(nn.Identity(), RawHead(16))
+    crops = _outputs(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model([c.bfloat16() for c in crops], teacher_temp=0.04)
+    reference = DINO(nn.Identity(), RawHead(16))([c.bfloat16().float() for c in crops], teacher_temp=0.04)
+    assert loss.dtype == torch.float32 and float(loss) == pytest.approx(float(reference), rel=1e-6)
+
+
 def test_teacher_temperature_is_main_dinos_schedule():
     schedule = np.concatenate((np.linspace(0.04, 0.07, 30), np.ones(70) * 0.07))  # main_dino.py
     assert [teacher_temperature(e, 0.04, 0.07, 30) for e in range(100)] == pytest.approx(schedule.tolist())
