@@ -144,6 +144,11 @@ RANGES = {
     "model.input_size": (1, 8192),
     # byol
     "model.projection_hidden": (1, 65536), "model.projection_dim": (1, 65536), "model.prediction_hidden": (1, 65536),
+    # dino
+    "model.out_dim": (1, 1_000_000), "model.hidden": (1, 65536), "model.bottleneck": (1, 65536),
+    "model.freeze_last_layer": (0, None), "model.student_temp": (1e-4, None), "model.teacher_temp": (1e-4, None),
+    "model.warmup_teacher_temp": (1e-4, None), "model.warmup_teacher_temp_epochs": (0, None),
+    "model.center_momentum": (0, 1), "aug.local_crops": (0, 64), "aug.local_size": (0, 8192),
     # segment
     "model.fcn_width": (1, 65536),
 }

@@ -32,6 +32,10 @@ TASKS = {
                   "Pre-train a backbone with BYOL on a folder of unlabeled images; writes "
                   "RUN_DIR/backbone.safetensors.",
                   "dlcvkit byol --recipe byol_resnet50_mini --data mini/train --out runs/byol"),
+    "dino": Entry("dlcvkit.tasks.dino", "DinoRecipe", "DinoTask",
+                  "Pre-train a backbone with DINO (multi-crop self-distillation) on a folder of unlabeled images; "
+                  "writes RUN_DIR/backbone.safetensors.",
+                  "dlcvkit dino --recipe dino_resnet50_mini --data mini/train --out runs/dino"),
     "finetune": Entry("dlcvkit.tasks.finetune", "FinetuneRecipe", "FinetuneTask",
                       "Fine-tune a classifier on Office-Home from scratch, a supervised or a BYOL backbone "
                       "(settings A–E).",
