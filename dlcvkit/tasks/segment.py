@@ -243,8 +243,9 @@ def predict_probs(model: nn.Module, images: torch.Tensor, input_size: int, tta: 
         x = F.interpolate(x, (input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
     probs = model(x).float().softmax(dim=1)
     if tta:
-        for dims in ((-1,), (-2,)):
+        for dims in TTA_FLIPS[1:]:
             probs += model(x.flip(dims)).float().softmax(dim=1).flip(dims)
+        probs /= len(TTA_FLIPS)
     if tuple(probs.shape[-2:]) != size:
         probs = F.interpolate(probs, size, mode="bilinear", align_corners=False)
     return probs
