@@ -72,7 +72,9 @@ def test_each_loss_name_trains_and_computes_its_own_loss(first_losses, root):
 
 def test_ignored_pixels_are_left_out_of_training_and_eval_miou(root, capsys):
     run = _train(root, "run_ignore", f'data.train="{root / "index"}"', f'data.val="{root / "index"}"',
-                 "data.mask_format=index", "data.ignore_index=255", "loss.class_weights=[1, 1, 2, 1, 1, 1, 0.5]")
+                 "data.mask_format=index", "data.ignore_index=255", "loss.class_weights=[1, 1, 2, 1, 1, 1, 0.5]",
+                 'viz.track=["0000"]')
+    assert (run / "track.png").is_file()  # the ground truth's ignored pixels are drawn (as Unknown)
     code, out, err = dlcvkit_here(capsys, "eval", "seg", "--run", run, "--absent", "skip", "--json", root / "e.json")
     assert code == 0, err
     assert f"dlcvkit: note: pixels labelled 255 (data.ignore_index of --run {run}) are not counted\n" in err
