@@ -21,20 +21,10 @@ from dlcvkit.runs.segment import load_segment_run
 from dlcvkit.runs.slide import slide_masks
 from dlcvkit.tasks.segment import TTA_NOTE, predict_masks, predict_probs
 from tests.cli_runner import dlcvkit_here
+from tests.runs.test_slide import RECIPE as SLIDE_RECIPE
 
-RECIPE = """task = "segment"
-[data]
-img_size = 32
-batch_size = 4
-num_workers = 0
-[model]
-name = "fcn8s"
-backbone = "test_resnet"
-fcn_width = 16
-[train]
-epochs = 1
-tensorboard = false
-"""
+# test_slide's one-epoch run on the smallest timm CNN (the [train] table is the recipe's last)
+RECIPE = SLIDE_RECIPE.replace('"resnet18"', '"test_resnet"') + "tensorboard = false\n"
 
 
 def hand_tta(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
