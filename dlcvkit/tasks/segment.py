@@ -92,7 +92,7 @@ def ignored_label(data: SegmentData) -> int | None:
     value = data.ignore_index
     if value == -1:
         return None
-    if value == IGNORE_INDEX_MASKS and data.mask_format == "index" or 0 <= value < NUM_CLASSES:
+    if 0 <= value < NUM_CLASSES or (value == IGNORE_INDEX_MASKS and data.mask_format == "index"):
         return value
     if value == IGNORE_INDEX_MASKS:
         raise DlcvkitError(f"data.ignore_index={value} goes with data.mask_format='index' (grey masks whose "
