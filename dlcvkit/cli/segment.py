@@ -19,7 +19,8 @@ TileOpt = Annotated[int, typer.Option("--tile", help="Predict by sliding windows
 OverlapOpt = Annotated[Optional[int], typer.Option("--overlap", help="--tile: pixels shared by neighbouring windows "
                                                                      "(default a quarter of the tile).")]
 RunOpt = Annotated[Optional[Path], typer.Option("--run", help="A finished segmentation run folder (RUN_DIR).")]
-TtaOpt = Annotated[bool, typer.Option("--tta", help="Average the softmax over the image and its h/v flips.")]
+TtaOpt = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average the class probabilities over "
+                                                   "the image and its horizontal, vertical and both-axes flips.")]
 RedOpt = Annotated[
     Optional[int], typer.Option("--red-as", help="Read red (255,0,0) mask pixels as this class id (default: error).")
 ]
@@ -71,7 +72,8 @@ def eval_seg(
     Either --pred DIR --labels DIR: mask files paired by name.
 
     Or --run RUN_DIR [--data DIR]: a trained model on DIR (default: the run's validation data), also under
-    `dlcvkit launch` (the same digits on N processes).
+    `dlcvkit launch` (the same digits on N processes); pixels labelled the run's data.ignore_index (if set) are
+    not counted.
 
     Example: dlcvkit eval seg --run runs/fcn8s --data p2/validation
     """
@@ -79,6 +81,7 @@ def eval_seg(
     from dlcvkit.outputs import check_output_file
     from dlcvkit.runs.load import data_or_validation
     from dlcvkit.runs.segment import evaluate_run
+    from dlcvkit.tasks.segment import TTA_NOTE
 
     files, model = (pred, labels), (run, data)
     if any(v is not None for v in files) == any(v is not None for v in model):
@@ -91,15 +94,21 @@ def eval_seg(
             raise DlcvkitError("eval seg: --pred and --labels go together")
         if skip_bad:
             raise DlcvkitError("eval seg: --skip-bad goes with --run and --data; every mask file is scored")
+        if tta:
+            raise DlcvkitError("eval seg: --tta goes with --run (it predicts); --pred masks are scored as they are")
         matrix, _ = confusion_of_mask_files(pred, labels, red_as, mask_format_value(mask_format) or "colour")
-        main, notes = True, []
+        main, notes, run_numbers = True, [], {}
     else:
         if run is None:
             raise DlcvkitError("eval seg: --data goes with --run RUN_DIR")
         data, note = data_or_validation(run, data, ("segment",))
-        matrix, main = evaluate_run(run, data, red_as=red_as, tta=tta, skip_bad=skip_bad,
-                                    mask_format=mask_format_value(mask_format), **inference(options))
+        matrix, main, ignore = evaluate_run(run, data, red_as=red_as, tta=tta, skip_bad=skip_bad,
+                                            mask_format=mask_format_value(mask_format), **inference(options))
         notes = [note] if note else []
+        notes += [TTA_NOTE] if tta else []
+        if ignore is not None:
+            notes.append(f"pixels labelled {ignore} (data.ignore_index of --run {run}) are not counted")
+        run_numbers = {"tta": tta, "ignore_index": ignore}
     if not main:
         return
     text, numbers, iou_notes = iou_report(matrix, absent.value)
@@ -108,7 +117,7 @@ def eval_seg(
     sys.stdout.write(text)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(numbers, indent=1) + "\n")
+        json_path.write_text(json.dumps(numbers | run_numbers, indent=1) + "\n")
 
 
 @with_options(*PREDICTION)
@@ -128,11 +137,12 @@ def predict_seg(
     Example: dlcvkit predict seg --run runs/fcn8s --data p2/validation --out pred_masks --tta
     """
     from dlcvkit.runs.segment import predict_run
+    from dlcvkit.tasks.segment import TTA_NOTE
 
     if (run is None) == (options["onnx"] is None):
         raise DlcvkitError("predict seg needs --run RUN_DIR or --onnx MODEL.onnx (one of them)")
     written = predict_run(run or options["onnx"], data, out, tta=tta, tile=tile, overlap=overlap, **prediction(options))
-    print(f"wrote {written} masks to {out}", file=sys.stderr)
+    print(f"wrote {written} masks to {out}" + (f" ({TTA_NOTE})" if tta else ""), file=sys.stderr)
 
 
 def mask_format_value(mask_format: MaskFormat | None) -> str | None:

@@ -81,13 +81,19 @@ def rgb_to_classes(rgb: torch.Tensor, *, source: str | os.PathLike = "mask", red
     return ids
 
 
-def index_to_classes(grey: torch.Tensor, *, source: str | os.PathLike = "mask") -> torch.Tensor:
-    """Class ids `h w` (uint8) of a class-index mask `1 h w` (uint8) whose grey values are the ids 0..6."""
+def index_to_classes(grey: torch.Tensor, *, source: str | os.PathLike = "mask",
+                     ignore_index: int | None = None) -> torch.Tensor:
+    """Class ids `h w` (uint8) of a class-index mask `1 h w` (uint8) whose grey values are the ids 0..6, or
+    `ignore_index` (the recipe's `data.ignore_index`, e.g. 255: pixels that no loss or metric counts)."""
     outside = grey[0] >= NUM_CLASSES
+    if ignore_index is not None:
+        outside &= grey[0] != ignore_index
     if outside.any():
+        ignored = f" or the ignored label {ignore_index} (data.ignore_index)" if ignore_index is not None else ""
         raise DlcvkitError(
-            f"{source}: {int(outside.sum())} pixels with values above the class ids 0..{NUM_CLASSES - 1} (up to "
-            f"{int(grey.max())}, {_first_pixel(outside)}); a class-index mask holds one id per pixel: fix the file"
+            f"{source}: {int(outside.sum())} pixels with values above the class ids 0..{NUM_CLASSES - 1}{ignored} "
+            f"(up to {int(grey[0][outside].max())}, {_first_pixel(outside)}); a class-index mask holds one id per "
+            "pixel: fix the file"
         )
     return grey[0]
 
@@ -141,13 +147,13 @@ def check_mask_mode(path: str | os.PathLike, mode: str, mask_format: str = "colo
 
 
 def read_mask(path: str | os.PathLike, red_as: int | None = None, mask_format: str = "colour",
-              source: FormatSource = OPTION) -> torch.Tensor:
+              source: FormatSource = OPTION, ignore_index: int | None = None) -> torch.Tensor:
     """Class ids `h w` (uint8) of the mask file `path`: a colour mask (RGB, or a palette PNG read by its
-    colours) or with `mask_format="index"` an 8-bit greyscale file of class ids; any other file is an error
-    (naming the format as `source` chose it)."""
+    colours) or with `mask_format="index"` an 8-bit greyscale file of class ids (and of `ignore_index`, if
+    given); any other file is an error (naming the format as `source` chose it)."""
     check_mask_mode(path, image_header(path)[1], mask_format, source)
     if mask_format == "index":
-        return index_to_classes(read_image(path, grey=True), source=path)
+        return index_to_classes(read_image(path, grey=True), source=path, ignore_index=ignore_index)
     return rgb_to_classes(read_image(path), source=path, red_as=red_as)
 
 

@@ -26,7 +26,8 @@ class SatellitePairs(FileDataset):
     """Course P2: `xxxx_sat.jpg` + `xxxx_mask.png` pairs, matched by the `xxxx` stem.
 
     With `with_masks=False` (inference) only the `*_sat.jpg` files are needed and samples have no "mask".
-    Masks are read by `dlcvkit.data.masks.read_mask` in `mask_format` ("colour" or "index").
+    Masks are read by `dlcvkit.data.masks.read_mask` in `mask_format` ("colour" or "index"; index masks may also
+    hold the label `ignore_index`, e.g. 255).
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class SatellitePairs(FileDataset):
         red_as: int | None = None,
         mask_format: str = "colour",
         format_source: FormatSource = OPTION,
+        ignore_index: int | None = None,
     ):
         self.root = image_folder(root, "satellite image folder")
         self.size = size
@@ -44,6 +46,7 @@ class SatellitePairs(FileDataset):
         self.red_as = red_as
         self.mask_format = mask_format
         self.format_source = format_source  # where mask_format was chosen: what a refused mask's message names
+        self.ignore_index = ignore_index
         entries = visible(self.root)
         sats = {name[: -len(SAT_SUFFIX)] for name in entries if name.endswith(SAT_SUFFIX)}
         masks = {name[: -len(MASK_SUFFIX)] for name in entries if name.endswith(MASK_SUFFIX)}
@@ -60,7 +63,7 @@ class SatellitePairs(FileDataset):
         sample = {"name": self.names[i]}
         if mask_path:
             mask = read_mask(mask_path[0], red_as=self.red_as, mask_format=self.mask_format,
-                             source=self.format_source)
+                             source=self.format_source, ignore_index=self.ignore_index)
             _check_pair_size(sat_path, (image.shape[2], image.shape[1]), mask_path[0], (mask.shape[1], mask.shape[0]))
             sample["mask"] = mask if self.size is None else resize_mask(mask, self.size)
         sample["image"] = image if self.size is None else resize_image(image, self.size)

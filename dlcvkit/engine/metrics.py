@@ -13,31 +13,39 @@ import torch
 
 
 class Confusion:
-    """A C x C int64 confusion matrix on the device, updated per batch, summed across processes once."""
+    """A C x C int64 confusion matrix on the device, updated per batch, summed across processes once; pixels
+    labelled `ignore_index` (any value, a class id or not; None = none) are not counted."""
 
-    def __init__(self, num_classes: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu", ignore_index: int | None = None) -> None:
         self.num_classes = num_classes
+        self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Count (label, prediction) pairs of any shape with one `bincount` (values must lie in 0..C−1: unchecked,
-        since a check would cost a host sync per batch; the readers guarantee it)."""
-        confusion_update(self.matrix, pred, target)
+        """Count (label, prediction) pairs of any shape with one `bincount` (values must lie in 0..C−1, labels
+        may also be `ignore_index`: unchecked, since a check would cost a host sync per batch; the readers
+        guarantee it)."""
+        confusion_update(self.matrix, pred, target, self.ignore_index)
 
     def reduce(self, accelerator) -> torch.Tensor:
         """The matrix summed over all processes (one all-reduce)."""
         return accelerator.reduce(self.matrix, reduction="sum") if accelerator.num_processes > 1 else self.matrix
 
 
-def confusion_update(matrix: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
-    """matrix[label, pred] += count, in place."""
+def confusion_update(matrix: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
+                     ignore_index: int | None = None) -> None:
+    """matrix[label, pred] += count, in place; pixels labelled `ignore_index` are left out."""
     c = matrix.shape[0]
+    bins = c * c + (ignore_index is not None)  # ignored pixels fall in one more bin, dropped after the count
     # For C <= 15 the fused index label*C + pred fits in uint8: 8x less memory traffic than int64 before the
     # bincount (the bottleneck at 8 x 512 x 512 pixels); larger C needs a wider index.
-    dtype = torch.uint8 if c * c <= 256 else torch.int32 if c * c < 2**31 else torch.int64
+    dtype = torch.uint8 if bins <= 256 else torch.int32 if bins < 2**31 else torch.int64
     index = target.reshape(-1).to(dtype) * c + pred.reshape(-1).to(dtype)
-    matrix += torch.bincount(index, minlength=c * c).view(c, c)
+    if ignore_index is not None:
+        # a bin of their own rather than a boolean selection, which would cost a host sync per batch
+        index = torch.where(target.reshape(-1) == ignore_index, c * c, index)
+    matrix += torch.bincount(index, minlength=bins)[: c * c].view(c, c)
 
 
 def accuracy(matrix: torch.Tensor) -> float:

@@ -20,7 +20,7 @@ from dlcvkit.runs.export import onnx_run
 from dlcvkit.runs.load import eval_data, load_run, run_recipe, run_weights, wrong_kind
 from dlcvkit.runs.slide import check_tiling, slide_masks
 from dlcvkit.runs.writer import BackgroundWriter
-from dlcvkit.tasks.segment import predict_masks, red_class
+from dlcvkit.tasks.segment import ignored_label, predict_masks, red_class
 
 
 def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device | str = "cpu"):
@@ -54,7 +54,8 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
     # without --mask-format, the format the run was trained on (and a refused mask names that recipe key)
     source = OPTION if mask_format else FormatSource(f"data.mask_format of --run {run_dir}", OPTION.switch)
     dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red,
-                             mask_format=mask_format or recipe.data.mask_format, format_source=source)
+                             mask_format=mask_format or recipe.data.mask_format, format_source=source,
+                             ignore_index=ignored_label(recipe.data))
     data = eval_data(recipe.data, batch_size, num_workers)
     total = len(dataset)
     skipped = drop_unreadable(dataset, f"--skip-bad {folder}", data.num_workers) if skip_bad else []
@@ -70,20 +71,22 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
 
 def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_size: int = 0, num_workers: int = -1,
                  red_as: int | None = None, tta: bool = False, skip_bad: bool = False,
-                 mask_format: str | None = None) -> tuple[torch.Tensor, bool]:
+                 mask_format: str | None = None) -> tuple[torch.Tensor, bool, int | None]:
     """The 7x7 confusion matrix of a run's predictions on a P2 folder, at the masks' own size, every image
-    counted once over all processes (identical on 1 and N processes); and whether this is the main process.
-    With `skip_bad` the pairs that do not decode are left out, with a note on stderr."""
+    counted once over all processes (identical on 1 and N processes), pixels labelled the run's data.ignore_index
+    left out; whether this is the main process; and that label (None: every pixel counted). With `skip_bad` the
+    pairs that do not decode are left out, with a note on stderr; `tta`: see `predict_probs`."""
     accelerator, recipe, model, batches, skipped, total = _run_loader(
         run_dir, data_dir, True, weights, batch_size, num_workers, red_as, skip_bad, mask_format)
     if skip_bad and accelerator.is_main_process:
         print(f"dlcvkit: note: --data {data_dir} (--skip-bad): {describe_skipped(skipped, total)}", file=sys.stderr)
-    confusion = Confusion(NUM_CLASSES, accelerator.device)
+    ignore = ignored_label(recipe.data)
+    confusion = Confusion(NUM_CLASSES, accelerator.device, ignore)
     with accelerator.autocast():
         for batch in batches:
             confusion.update(predict_masks(model, batch["image"], recipe.data.img_size, tta), batch["mask"])
     matrix = confusion.reduce(accelerator).cpu()
-    return matrix, accelerator.is_main_process
+    return matrix, accelerator.is_main_process, ignore
 
 
 def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str = "best", batch_size: int = 0,

@@ -51,7 +51,7 @@ def slide_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: bo
         for first in range(0, len(windows), len(images)):
             chunk = windows[first:first + len(images)]
             # probabilities, not logits, are summed: a single window then equals the whole-image path (which
-            # resizes probabilities and sums them over TTA views)
+            # resizes probabilities and averages them over TTA views); with `tta` each window is its own TTA mean
             probs = predict_probs(model, torch.stack([image[:, y:y + tile, x:x + tile] for y, x in chunk]),
                                   input_size, tta)
             if total is None:

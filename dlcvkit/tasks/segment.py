@@ -1,5 +1,5 @@
 """Semantic segmentation of satellite images (course P2): FCN/DeepLabv3 on a timm encoder, pixel cross-entropy
-over the 7 land-cover classes, the course's mean IoU, tracked predictions."""
+(or Dice, focal, Lovász) over the 7 land-cover classes, the course's mean IoU, tracked predictions."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.augment.segment import JointAugment
 from dlcvkit.config import DataConfig, Recipe
 from dlcvkit.data.satellite import SAT_SUFFIX, SatellitePairs
-from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, RECIPE, SCORED_CLASSES, read_mask, write_mask
+from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, RECIPE, SCORED_CLASSES, UNKNOWN, read_mask, write_mask
 from dlcvkit.engine.metrics import Confusion, iou_per_class, mean_iou
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.errors import DlcvkitError
+from dlcvkit.models.seg_losses import build_seg_loss
 from dlcvkit.models.segmenters import INPUT_MULTIPLE, build_segmenter
 from dlcvkit.viz.masks import prediction_grid
 
@@ -31,6 +32,9 @@ class SegmentData(DataConfig):
     img_size: int = 512  # a multiple of 32; validation mIoU during training is measured at this size
     red_as: int = -1  # class id for red (255,0,0) mask pixels; -1: red is an error (the course defines no red)
     mask_format: Literal["colour", "index"] = "colour"  # colour: course colours; index: grey class ids 0..6
+    # pixels with this label are left out of the loss and of the confusion matrix (mIoU): a class id 0..6, or 255
+    # in index masks (their "no label" value); -1: every pixel counts (the course's rule)
+    ignore_index: int = -1
 
 
 @dataclass
@@ -40,6 +44,16 @@ class SegmentModel:
     pretrained: str = ""  # "" = random init, a local weights file, or "hub"
     output_stride: int = 8  # deeplabv3 only: 8 (ASPP rates 12/24/36) or 16 (6/12/18)
     fcn_width: int = 4096  # hidden width of the FCN head (4096 = VGG16's fc6/fc7, the reference)
+
+
+@dataclass
+class SegmentLoss:
+    # ce: torch's pixel cross-entropy (the course's); dice, focal, lovasz: segmentation_models_pytorch's
+    # multiclass losses; ce+dice: their sum
+    name: Literal["ce", "dice", "focal", "lovasz", "ce+dice"] = "ce"
+    # one weight per class id 0..6 ([] = none): ce weights pixels, dice and focal their per-class losses, ce+dice
+    # both; lovasz takes none (refused)
+    class_weights: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -60,12 +74,32 @@ class SegmentRecipe(Recipe):
     data: SegmentData = field(default_factory=SegmentData)
     model: SegmentModel = field(default_factory=SegmentModel)
     aug: SegmentAug = field(default_factory=SegmentAug)
+    loss: SegmentLoss = field(default_factory=SegmentLoss)
     viz: SegmentViz = field(default_factory=SegmentViz)
 
 
 def red_class(red_as: int) -> int | None:
     """The recipe's `data.red_as` as SatellitePairs takes it (None: red pixels are an error)."""
     return None if red_as < 0 else red_as
+
+
+IGNORE_INDEX_MASKS = 255  # the "no label" value of index masks that data.ignore_index may name
+
+
+def ignored_label(data: SegmentData) -> int | None:
+    """The recipe's `data.ignore_index` as the readers, losses and confusion matrix take it (None: unset), or a
+    DlcvkitError naming the key."""
+    value = data.ignore_index
+    if value == -1:
+        return None
+    if 0 <= value < NUM_CLASSES or (value == IGNORE_INDEX_MASKS and data.mask_format == "index"):
+        return value
+    if value == IGNORE_INDEX_MASKS:
+        raise DlcvkitError(f"data.ignore_index={value} goes with data.mask_format='index' (grey masks whose "
+                           f"{value} pixels have no label); colour masks have no such value: use a class id "
+                           f"0..{NUM_CLASSES - 1} (e.g. {UNKNOWN} for Unknown), or -1")
+    raise DlcvkitError(f"data.ignore_index={value}: use a class id 0..{NUM_CLASSES - 1}, {IGNORE_INDEX_MASKS} "
+                       "(index masks), or -1 (every pixel counts)")
 
 
 class SegmentTask(Task):
@@ -83,6 +117,8 @@ class SegmentTask(Task):
         if not 0 < a.scale_min <= 1:
             raise DlcvkitError(f"aug.scale_min={a.scale_min} must be in (0, 1] (1 = no scale-crop)")
         self._augment = JointAugment(a.flips, a.rot90, a.scale_min, size)
+        self._ignore = ignored_label(recipe.data)
+        self._criterion = build_seg_loss(recipe.loss.name, recipe.loss.class_weights, self._ignore, NUM_CLASSES)
         self._tracked_samples: list[dict] | None = None
 
     def build_model(self) -> nn.Module:
@@ -95,7 +131,7 @@ class SegmentTask(Task):
         if not data.train:
             raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
         return SatellitePairs(data.train, size=data.img_size, red_as=red_class(data.red_as),
-                              mask_format=data.mask_format, format_source=RECIPE)
+                              mask_format=data.mask_format, format_source=RECIPE, ignore_index=ignored_label(data))
 
     def val_dataset(self) -> SatellitePairs | None:
         data, track = self.recipe.data, self.recipe.viz.track
@@ -104,7 +140,7 @@ class SegmentTask(Task):
                 raise DlcvkitError("--track needs validation data: pass --val DIR (or set data.val)")
             return None
         dataset = SatellitePairs(data.val, size=data.img_size, red_as=red_class(data.red_as),
-                                 mask_format=data.mask_format, format_source=RECIPE)
+                                 mask_format=data.mask_format, format_source=RECIPE, ignore_index=self._ignore)
         missing = [name for name in track if name not in dataset.names]
         if missing:
             raise DlcvkitError(
@@ -118,13 +154,16 @@ class SegmentTask(Task):
         return batch | {"image": normalize(image), "mask": mask}
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        return F.cross_entropy(model(batch["image"]), batch["mask"].long())
+        logits = model(batch["image"])
+        # .to: the cross-entropy's class weights follow the logits onto the device (a no-op once there)
+        return self._criterion.to(logits.device)(logits, batch["mask"].long())
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches, ctx: RunContext) -> dict[str, float]:
         """Pixel counts of the whole validation set in one 7x7 confusion matrix, reduced once; mean IoU over
-        classes 0..5 (the course's rule), per-class IoU and pixel accuracy."""
-        confusion = Confusion(NUM_CLASSES, ctx.accelerator.device)
+        classes 0..5 (the course's rule), per-class IoU and pixel accuracy; pixels labelled data.ignore_index
+        are not counted."""
+        confusion = Confusion(NUM_CLASSES, ctx.accelerator.device, self._ignore)
         for batch in batches:
             confusion.update(predict_masks(model, batch["image"], self.recipe.data.img_size), batch["mask"])
         return segmentation_metrics(confusion.reduce(ctx.accelerator))
@@ -154,7 +193,9 @@ class SegmentTask(Task):
             (f"epoch {int(folder.name.removeprefix('epoch_'))}", [read_mask(folder / f"{n}_mask.png") for n in names])
             for folder in chosen
         ]
-        rows = [(name, sample["image"], sample["mask"]) for name, sample in zip(names, self._tracked())]
+        # ignored pixels are drawn as Unknown (black): the course's palette has no colour for them
+        rows = [(name, sample["image"], sample["mask"].masked_fill(sample["mask"] >= NUM_CLASSES, UNKNOWN))
+                for name, sample in zip(names, self._tracked())]
         prediction_grid(Path(ctx.run_dir) / TRACK_GRID, rows, columns)
 
     def _tracked(self) -> list[dict]:
@@ -183,13 +224,18 @@ def predict_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: 
     return predict_probs(model, images, input_size, tta).argmax(dim=1)
 
 
+# test-time augmentation: the image and its horizontal, vertical and both-axes flips (the dims flipped)
+TTA_FLIPS = ((), (-1,), (-2,), (-2, -1))
+TTA_NOTE = "TTA: class probabilities averaged over the image and its horizontal, vertical and both-axes flips"
+
+
 @torch.no_grad()
 def predict_probs(model: nn.Module, images: torch.Tensor, input_size: int, tta: bool = False) -> torch.Tensor:
-    """Class probabilities `b C h w` (float32; with `tta` summed over the views) of uint8 images `b 3 h w`, at
-    the images' own size.
+    """Class probabilities `b C h w` (float32) of uint8 images `b 3 h w`, at the images' own size.
 
     The images are resized to the model's `input_size` (the training `data.img_size`) and the class
-    probabilities back; with `tta` they are added over the image and its horizontal and vertical flips.
+    probabilities back; with `tta` they are the mean of the softmax over the 4 views of TTA_FLIPS, each flipped
+    back.
     """
     x = normalize(to_unit(images))
     size = tuple(x.shape[-2:])
@@ -197,8 +243,9 @@ def predict_probs(model: nn.Module, images: torch.Tensor, input_size: int, tta: 
         x = F.interpolate(x, (input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
     probs = model(x).float().softmax(dim=1)
     if tta:
-        for dims in ((-1,), (-2,)):
+        for dims in TTA_FLIPS[1:]:
             probs += model(x.flip(dims)).float().softmax(dim=1).flip(dims)
+        probs /= len(TTA_FLIPS)
     if tuple(probs.shape[-2:]) != size:
         probs = F.interpolate(probs, size, mode="bilinear", align_corners=False)
     return probs

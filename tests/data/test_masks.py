@@ -1,5 +1,6 @@
 """Mask colours: the course's thresholding reader, the palette, red pixels, file round trips."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,21 @@ def test_resize_keeps_dtype_and_mask_ids():
     big = resize_mask(mask, 8)
     assert big.shape == (8, 8) and set(big.unique().tolist()) == {0, 3, 5, 6}
     assert big[0, 0] == 0 and big[7, 7] == 6
+
+
+def test_index_masks_hold_the_ignored_label_only_when_asked(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "0003_mask.png"
+    Image.fromarray(np.array([[0, 255, 6], [255, 2, 255]], dtype=np.uint8), mode="L").save(path)
+    assert read_mask(path, mask_format="index", ignore_index=255).tolist() == [[0, 255, 6], [255, 2, 255]]
+    with pytest.raises(DlcvkitError) as refused:  # unset: 255 is a value of no class, as before
+        read_mask(path, mask_format="index")
+    assert str(refused.value) == (f"{path}: 3 pixels with values above the class ids 0..6 (up to 255, first at row 0, "
+                                  "col 1); a class-index mask holds one id per pixel: fix the file")
+    Image.fromarray(np.array([[0, 255, 7], [254, 2, 255]], dtype=np.uint8), mode="L").save(path)
+    with pytest.raises(DlcvkitError) as refused:  # other ids above 6 are still refused, naming the file
+        read_mask(path, mask_format="index", ignore_index=255)
+    assert str(refused.value) == (f"{path}: 2 pixels with values above the class ids 0..6 or the ignored label 255 "
+                                  "(data.ignore_index) (up to 254, first at row 0, col 2); a class-index mask holds "
+                                  "one id per pixel: fix the file")

@@ -92,3 +92,24 @@ def test_knn_predict_equals_scikit_learns_cosine_majority_vote(k):
     predicted = knn_predict(torch.from_numpy(bank_x), torch.from_numpy(bank_y), torch.from_numpy(query_x), k, chunk=32)
     assert predicted.tolist() == expected.tolist()
     assert 0.3 < (expected == query_y).mean() < 1  # a vote that is neither trivial nor chance
+
+
+def test_pixels_with_the_ignored_label_are_not_counted():
+    label = torch.tensor([0, 0, 255, 1, 6, 255, 2])
+    pred = torch.tensor([0, 1, 3, 1, 6, 4, 2])
+    c = Confusion(7, ignore_index=255)
+    c.update(pred, label)
+    # the five labelled pixels only: (0,0) (0,1) (1,1) (6,6) (2,2); the predictions 3 and 4 of ignored pixels are
+    # no false positives of classes 3 and 4
+    expected = torch.zeros(7, 7, dtype=torch.int64)
+    for row, col in ((0, 0), (0, 1), (1, 1), (6, 6), (2, 2)):
+        expected[row, col] += 1
+    assert torch.equal(c.matrix, expected)
+    # a class id as the ignored label: the Unknown row is left out, its column (predictions of 6) is not
+    c = Confusion(7, ignore_index=6)
+    c.update(torch.tensor([6, 6, 0]), torch.tensor([6, 0, 0]))
+    assert c.matrix[6].sum() == 0 and c.matrix[0, 6] == 1 and c.matrix[0, 0] == 1 and int(c.matrix.sum()) == 2
+    # 16 classes: 16 * 16 + 1 bins leave the uint8 index path; still exact
+    c = Confusion(16, ignore_index=255)
+    c.update(torch.tensor([15, 3, 15]), torch.tensor([15, 255, 14]))
+    assert int(c.matrix.sum()) == 2 and c.matrix[15, 15] == 1 and c.matrix[14, 15] == 1
