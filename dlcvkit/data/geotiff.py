@@ -8,19 +8,23 @@ to 0..1: their range depends on the sensor. Reads go window by window, so a rast
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
 import rasterio
 import torch
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from dlcvkit.data.images import read_image
 from dlcvkit.errors import DlcvkitError, first_line
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+# Reading pixels needs no georeference; where an output needs one, `dlcvkit.runs.raster` says so in one line
+# (rasterio would warn at every open, from the loader's threads too, where `catch_warnings` is not safe).
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
 class RasterHeader(NamedTuple):

@@ -9,12 +9,10 @@ grid, probabilities summed in the same order as `slide_masks`, so the masks are 
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from dlcvkit.data.geotiff import open_raster, read_window
@@ -57,8 +55,7 @@ def predict_rasters(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: 
     mine = range(accelerator.process_index, len(dataset), accelerator.num_processes)
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped = []
-    with rasterio.Env(GDAL_CACHEMAX=CACHE_MB), warnings.catch_warnings(), accelerator.autocast():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # said in one line below
+    with rasterio.Env(GDAL_CACHEMAX=CACHE_MB), accelerator.autocast():
         for i in mine:
             source, target = dataset.files(i)[0], out_dir / f"{dataset.names[i]}{MASK_TIF_SUFFIX}"
             try:
