@@ -11,6 +11,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from dlcvkit.data.cache import cache_splits
 from dlcvkit.data.geotiff import band_statistics
 from dlcvkit.data.masks import write_mask
 from dlcvkit.data.satellite import SatellitePairs
@@ -143,3 +144,14 @@ def test_a_folder_mixing_jpegs_and_rasters_is_refused(tiles, seg_data, tmp_path)
     shutil.copy(seg_data / "0000_mask.png", folder / "0009_mask.png")
     with pytest.raises(DlcvkitError, match=r"holds both xxxx_sat.jpg and xxxx_sat.tif images; keep one kind"):
         SatellitePairs(folder)
+
+
+@pytest.mark.parametrize("mode", ["memory", "disk"])
+def test_the_decoded_image_cache_holds_multispectral_samples(tiles, tmp_path, mode):
+    dataset = SatellitePairs(tiles, size=32, bands=4)
+    (cached,), notes = cache_splits({"data.train": dataset}, mode, tmp_path)
+    assert not any(note.startswith("warning") for note in notes), notes
+    for i in range(len(dataset)):
+        assert cached[i]["image"].dtype == torch.float32 and cached[i]["image"].shape == (4, 32, 32)
+        assert torch.equal(cached[i]["image"], dataset[i]["image"]) and torch.equal(cached[i]["mask"],
+                                                                                    dataset[i]["mask"])

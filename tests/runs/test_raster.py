@@ -148,3 +148,10 @@ def test_eval_on_rasters_uses_the_runs_band_statistics(run):
         confusion.update(predict_masks(model, sample["image"][None], 32, stats=band_stats(recipe.data)),
                          sample["mask"][None])
     assert torch.equal(matrix, confusion.matrix)
+
+
+def test_export_refuses_a_multispectral_run_in_one_line(run, capsys, tmp_path):
+    code, _, err = dlcvkit_here(capsys, "export", "--run", run / "run", "--out", tmp_path / "m.onnx")
+    assert code == 2 and err == (f"dlcvkit: error: --run {run / 'run'} was trained on 4-band rasters with their own "
+                                 "band statistics; `export` writes RGB models only: predict with --run RUN_DIR\n")
+    assert not list(tmp_path.iterdir())
