@@ -78,4 +78,7 @@ def test_every_band_of_a_multispectral_image_moves_with_its_mask():
     images = ids.float()[:, None] * 100 + torch.arange(6.0)[None, :, None, None] + 1000
     out_images, out_ids = JointAugment(flips=True, rot90=True, size=64)(images, ids)
     assert out_images.shape == (8, 6, 64, 64)
-    assert torch.equal(out_images, out_ids.float()[:, None] * 100 + torch.arange(6.0)[None, :, None, None] + 1000)
+    expected = out_ids.float()[:, None] * 100 + torch.arange(6.0)[None, :, None, None] + 1000
+    # kornia turns by an affine warp, exact up to float rounding at the grid points (0.03 here); a band out of
+    # step would be off by 1 or more
+    torch.testing.assert_close(out_images, expected, atol=0.1, rtol=0)
