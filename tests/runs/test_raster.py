@@ -20,18 +20,7 @@ from dlcvkit.tasks.segment import band_stats, predict_masks
 from tests.cli_runner import dlcvkit_here
 from tests.data.test_geotiff import write_raster
 
-RECIPE = """task = "segment"
-[data]
-img_size = 32
-batch_size = 2
-num_workers = 0
-[model]
-name = "fcn8s"
-backbone = "resnet18"
-fcn_width = 16
-[train]
-epochs = 1
-"""
+TINY = ["--set", "data.img_size=32", "--set", "data.batch_size=4", "--set", "model.fcn_width=16"]  # on demo_seg
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +29,9 @@ def run(tmp_path_factory):
     (3 x 3 windows of 32 px with an overlap of 8: rows at 0, 24, 40; columns at 0, 24, 48)."""
     root = tmp_path_factory.mktemp("raster")
     synth_seg(root / "train", n=4, size=32, seed=0, bands=4)
-    (root / "r.toml").write_text(RECIPE)
     with pytest.raises(SystemExit) as exited:  # in this process: a second Python would cost more than the step
-        main(["segment", "-r", str(root / "r.toml"), "--data", str(root / "train"), "--out", str(root / "run"),
-              "--max-steps", "1"])
+        main(["segment", "-r", "demo_seg", "--data", str(root / "train"), "--out", str(root / "run"),
+              "--max-steps", "1", *TINY])
     assert exited.value.code in (0, None)
     synth_seg(root / "scene", n=1, size=80, seed=5, bands=4)
     with rasterio.open(root / "scene" / "0000_sat.tif") as src:
