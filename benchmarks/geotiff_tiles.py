@@ -20,8 +20,10 @@ from rasterio.transform import from_origin
 from dlcvkit.data.synth import SYNTH_CRS, synth_seg
 
 BLOCK = 512
-# (width, height, --tile): the first whole (no --tile) for contrast, then tiled ones growing in height and width
-CASES = ((2_500, 2_500, 0), (2_500, 2_500, 512), (2_500, 10_000, 512), (10_000, 2_500, 512), (10_000, 10_000, 512))
+# (width, height, --tile): one window (the process's own size), whole rasters without --tile for contrast, then
+# tiled ones growing in height and in width
+CASES = ((512, 512, 0), (2_500, 2_500, 0), (5_000, 5_000, 0), (2_500, 2_500, 512), (2_500, 10_000, 512),
+         (10_000, 2_500, 512), (10_000, 10_000, 512))
 
 
 def write_scene(path: Path, width: int, height: int, tiles: list[np.ndarray]) -> None:

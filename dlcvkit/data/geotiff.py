@@ -27,6 +27,10 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff")
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
+class UnreadableRaster(DlcvkitError):
+    """A raster that rasterio cannot open or decode (what `--skip-bad` leaves out)."""
+
+
 class RasterHeader(NamedTuple):
     """What a raster's header says, nothing decoded."""
 
@@ -52,7 +56,7 @@ def open_raster(path: str | os.PathLike, bands: int | None = None, what: str = "
                 raise DlcvkitError(f"{path} holds {src.dtypes[0]} pixels; use integer or float32 bands")
             yield src
     except RasterioError as e:
-        raise DlcvkitError(f"cannot read GeoTIFF {path}: {first_line(e)}; remove or replace it") from None
+        raise UnreadableRaster(f"cannot read GeoTIFF {path}: {first_line(e)}; remove or replace it") from None
 
 
 def raster_header(path: str | os.PathLike, bands: int | None = None, what: str = "data.bands") -> RasterHeader:
@@ -67,7 +71,7 @@ def read_window(src, window: Window | None = None) -> torch.Tensor:
     try:
         return torch.from_numpy(src.read(window=window, out_dtype="float32"))
     except RasterioError as e:
-        raise DlcvkitError(f"cannot read GeoTIFF {src.name}: {first_line(e)}; remove or replace it") from None
+        raise UnreadableRaster(f"cannot read GeoTIFF {src.name}: {first_line(e)}; remove or replace it") from None
 
 
 def read_raster(path: str | os.PathLike, bands: int | None = None, what: str = "data.bands") -> torch.Tensor:

@@ -15,7 +15,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from dlcvkit.data.geotiff import open_raster, read_window
+from dlcvkit.data.geotiff import UnreadableRaster, open_raster, read_window
 from dlcvkit.data.masks import NUM_CLASSES, PALETTE
 from dlcvkit.data.folders import visible
 from dlcvkit.data.satellite import GEOTIFF_SAT_SUFFIX, SatellitePairs
@@ -61,8 +61,9 @@ def predict_rasters(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: 
             try:
                 note = predict_raster(model, source, target, recipe.data.img_size, stats, bands, tta=tta,
                                       tile=tile, overlap=overlap, windows=windows, run=run_dir)
-            except DlcvkitError:
-                if not skip_bad:
+            except Exception as e:
+                target.unlink(missing_ok=True)  # a mask half written is no mask
+                if not (skip_bad and isinstance(e, UnreadableRaster)):
                     raise
                 skipped.append(source)
                 continue

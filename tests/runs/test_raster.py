@@ -2,6 +2,8 @@
 `xxxx_mask.tif` (the input's size, CRS and transform, the course colours), `--tile` window by window equal to
 the sliding windows in memory, and one line for what does not fit the run."""
 
+import shutil
+
 import numpy as np
 import pytest
 import rasterio
@@ -143,3 +145,15 @@ def test_export_refuses_a_multispectral_run_in_one_line(run, capsys, tmp_path):
     assert code == 2 and err == (f"dlcvkit: error: --run {run / 'run'} was trained on 4-band rasters with their own "
                                  "band statistics; `export` writes RGB models only: predict with --run RUN_DIR\n")
     assert not list(tmp_path.iterdir())
+
+
+def test_skip_bad_leaves_out_a_damaged_raster_and_keeps_no_half_mask(run, capsys, tmp_path):
+    (tmp_path / "in").mkdir()
+    shutil.copy(run / "big" / "scene_sat.tif", tmp_path / "in" / "a_sat.tif")
+    damaged = tmp_path / "in" / "b_sat.tif"
+    damaged.write_bytes((run / "big" / "scene_sat.tif").read_bytes()[:20000])  # header whole, pixels cut
+    code, _, err = dlcvkit_here(capsys, "predict", "seg", "--run", run / "run", "--data", tmp_path / "in", "--out",
+                                tmp_path / "out", "--tile", 32, "--skip-bad")
+    assert code == 2 and err == (f"dlcvkit: error: skipped 1 of 2 images that cannot be decoded: {damaged}; the "
+                                 f"other 1 masks are in {tmp_path / 'out'}\n")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_mask.tif"]
