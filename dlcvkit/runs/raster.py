@@ -22,7 +22,7 @@ from dlcvkit.data.satellite import GEOTIFF_SAT_SUFFIX, SatellitePairs
 from dlcvkit.data.unreadable import incomplete_output
 from dlcvkit.engine.distributed import make_accelerator
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.runs.load import eval_data, run_recipe
+from dlcvkit.runs.load import check_run_kind, eval_data, load_run, run_recipe
 from dlcvkit.runs.slide import window_starts
 from dlcvkit.tasks.segment import Stats, band_stats, predict_masks, predict_probs
 
@@ -42,13 +42,11 @@ def predict_rasters(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: 
     """Write `NAME_mask.tif` for every `NAME_sat.tif` with a run's model (see the module); returns how many this
     process wrote (processes share the rasters). OUT_DIR was checked by the caller. With `skip_bad`, rasters
     that cannot be read are left out and named in the error raised at the end."""
-    from dlcvkit.runs.segment import load_segment_run  # runs.segment dispatches here
-
     if Path(run_dir).is_file():
         raise DlcvkitError(f"--onnx {run_dir}: GeoTIFF input needs the run's folder (--run RUN_DIR)")
-    recipe = run_recipe(run_dir)
-    accelerator = make_accelerator(recipe.train)
-    recipe, model = load_segment_run(run_dir, weights, accelerator.device)
+    check_run_kind(run_dir, ("segment",))
+    accelerator = make_accelerator(run_recipe(run_dir).train)
+    recipe, _, model = load_run(run_dir, weights, accelerator.device)
     stats, bands = band_stats(recipe.data), recipe.data.bands or 3
     dataset = SatellitePairs(images_dir, with_masks=False, bands=bands)
     windows = eval_data(recipe.data, batch_size).eval_batch_size  # windows per forward pass

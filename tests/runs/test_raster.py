@@ -157,3 +157,11 @@ def test_skip_bad_leaves_out_a_damaged_raster_and_keeps_no_half_mask(run, capsys
     assert code == 2 and err == (f"dlcvkit: error: skipped 1 of 2 images that cannot be decoded: {damaged}; the "
                                  f"other 1 masks are in {tmp_path / 'out'}\n")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_mask.tif"]
+
+
+def test_a_run_of_another_task_is_named(run, capsys, tmp_path):
+    (tmp_path / "cls").mkdir()
+    (tmp_path / "cls" / "recipe.toml").write_text('task = "classify"\n')  # what names a run's task
+    code, _, err = dlcvkit_here(capsys, "predict", "seg", "--run", tmp_path / "cls", "--data", run / "big", "--out",
+                                tmp_path / "out")
+    assert code == 2 and err.startswith(f"dlcvkit: error: --run {tmp_path / 'cls'} is a classify run"), err
