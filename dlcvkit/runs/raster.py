@@ -51,6 +51,7 @@ def predict_rasters(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: 
     dataset = SatellitePairs(images_dir, with_masks=False, bands=bands)
     windows = eval_data(recipe.data, batch_size).eval_batch_size  # windows per forward pass
     mine = range(accelerator.process_index, len(dataset), accelerator.num_processes)
+    accelerator.wait_for_everyone()  # every process checked OUT_DIR before any writes into it
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped = []
     with rasterio.Env(GDAL_CACHEMAX=CACHE_MB), accelerator.autocast():
