@@ -46,6 +46,10 @@ def synth(
         None, "--classes", help="Object classes, 1..70 (default: 10); not for seg (always the 7 land-cover classes)."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes byte-identical files."),
+    geotiff: bool = typer.Option(False, "--geotiff", help="seg: georeferenced multispectral xxxx_sat.tif "
+                                                          "(uint16, EPSG:32633) instead of xxxx_sat.jpg."),
+    bands: int | None = typer.Option(None, "--bands", help="seg --geotiff: bands per raster, 1..13 (default 4: "
+                                                           "RGB + near-infrared-like)."),
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a small, seeded, learnable synthetic data set in a course layout.
@@ -61,8 +65,13 @@ def synth(
     if kind is SynthKind.seg:
         if classes is not None:
             raise DlcvkitError("--classes does not apply to seg, which always has the 7 land-cover classes; drop it")
-        summary = generators.synth_seg(out, n, size, seed, overwrite=overwrite)
+        if bands is not None and not geotiff:
+            raise DlcvkitError("--bands goes with --geotiff (JPEGs hold 3 bands); add --geotiff or drop --bands")
+        summary = generators.synth_seg(out, n, size, seed, overwrite=overwrite,
+                                       bands=(bands or 4) if geotiff else None)
     else:
+        if geotiff or bands is not None:
+            raise DlcvkitError("--geotiff and --bands apply to seg only; drop them")
         classes = default_classes if classes is None else classes
         make = {"cls": generators.synth_cls, "ssl": generators.synth_ssl, "officehome": generators.synth_officehome}
         summary = make[kind.value](out, n, size, classes, seed, overwrite=overwrite)

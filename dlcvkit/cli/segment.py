@@ -123,8 +123,8 @@ def eval_seg(
 @with_options(*PREDICTION)
 def predict_seg(
     run: RunOpt = None,
-    data: Annotated[Path, typer.Option("--data", help="Folder of xxxx_sat.jpg.")] = ...,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the xxxx_mask.png files.")] = ...,
+    data: Annotated[Path, typer.Option("--data", help="Folder of xxxx_sat.jpg (or GeoTIFFs xxxx_sat.tif).")] = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the xxxx_mask.png files (.tif for GeoTIFFs).")] = ...,
     tta: TtaOpt = False,
     tile: TileOpt = 0,
     overlap: OverlapOpt = None,

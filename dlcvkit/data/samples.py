@@ -58,7 +58,11 @@ class FileDataset(Dataset):
         """The header of every file of every sample (size and mode; nothing is decoded, so a whole data set
         takes seconds); an unreadable header is an error naming the file."""
         with ThreadPoolExecutor(max(1, workers)) as pool:  # file reads release the GIL
-            return list(pool.map(lambda i: [image_header(path) for path in self.files(i)], range(len(self))))
+            return list(pool.map(self.sample_headers, range(len(self))))
+
+    def sample_headers(self, i: int) -> list[Header]:
+        """The header of every file of sample `i`."""
+        return [image_header(path) for path in self.files(i)]
 
     def check(self, workers: int = 0) -> list[tuple[int, int]]:
         """Read every header (see `headers`) and check what they tell; returns each sample's image size

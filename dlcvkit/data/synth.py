@@ -316,14 +316,62 @@ def synth_officehome(
 
 
 def synth_seg(
-    out: str | os.PathLike, n: int = 20, size: int = 512, seed: int = 0, *, overwrite: bool = False
+    out: str | os.PathLike, n: int = 20, size: int = 512, seed: int = 0, *, overwrite: bool = False,
+    bands: int | None = None,
 ) -> str:
-    """P2 layout: a flat folder of `0000_sat.jpg` (JPEG quality 90) + `0000_mask.png` (exact course colours)."""
+    """P2 layout: a flat folder of `0000_sat.jpg` (JPEG quality 90) + `0000_mask.png` (exact course colours);
+    with `bands`, georeferenced multispectral `0000_sat.tif` rasters of that many bands instead (`geotiff`)."""
     _check(n, size, None, min_size=32)
+    if bands is not None and not 1 <= bands <= MAX_BANDS:
+        raise DlcvkitError(f"--bands must be 1..{MAX_BANDS}, got {bands}")
     out = prepare_output_dir(Path(out), "--out", overwrite)
     digits = max(4, len(str(n - 1)))
     for i in range(n):
-        image, ids = render_land_cover(_rng(seed, "seg", i), size, must_have=i % NUM_CLASSES)
-        write_image(out / f"{i:0{digits}d}_sat.jpg", image)
+        rng = _rng(seed, "seg", i)
+        image, ids = render_land_cover(rng, size, must_have=i % NUM_CLASSES)
+        if bands is None:
+            write_image(out / f"{i:0{digits}d}_sat.jpg", image)
+        else:
+            write_geotiff(out / f"{i:0{digits}d}_sat.tif", multispectral(rng, image, ids, bands, seed), i)
         write_mask(out / f"{i:0{digits}d}_mask.png", ids)
-    return f"wrote {n} {size}x{size} image/mask pairs (xxxx_sat.jpg + xxxx_mask.png, P2 layout) to {out}"
+    if bands is None:
+        return f"wrote {n} {size}x{size} image/mask pairs (xxxx_sat.jpg + xxxx_mask.png, P2 layout) to {out}"
+    return (f"wrote {n} {size}x{size} {bands}-band uint16 GeoTIFF/mask pairs (xxxx_sat.tif in {SYNTH_CRS}, "
+            f"{SYNTH_PIXEL} m pixels + xxxx_mask.png) to {out}")
+
+
+# ------------------------------------------------------------------------------------ multispectral GeoTIFFs
+
+MAX_BANDS = 13  # Sentinel-2's band count
+SYNTH_CRS = "EPSG:32633"  # WGS 84 / UTM zone 33N
+SYNTH_ORIGIN = (500_000.0, 5_000_000.0)  # upper-left corner of tile 0 (metres); tile i lies i tiles east
+SYNTH_PIXEL = 10  # metres, as Sentinel-2's visible and near-infrared bands
+
+
+def multispectral(rng: np.random.Generator, rgb: torch.Tensor, ids: torch.Tensor, bands: int,
+                  seed: int) -> np.ndarray:
+    """uint16 `c h w` raw values of a land-cover image: its RGB as 12-bit-like digital numbers, then bands
+    beyond the third whose level depends on the class (as vegetation's near-infrared), one table per seed,
+    shaded by the image's brightness and noisy."""
+    grey = rgb.float().mean(dim=0).numpy()
+    levels = np.random.default_rng([seed, _KIND_SEED["seg"]]).uniform(800, 6000, (MAX_BANDS, NUM_CLASSES))
+    out = np.empty((bands, *grey.shape), dtype=np.float64)
+    for band in range(bands):
+        if band < 3:
+            out[band] = 16.0 * rgb[band].numpy() + 200
+        else:
+            out[band] = levels[band][ids.numpy()] + 8.0 * (grey - 128)
+        out[band] += rng.normal(0, 40, grey.shape)
+    return np.clip(out + 0.5, 0, 65535).astype(np.uint16)
+
+
+def write_geotiff(path: Path, values: np.ndarray, index: int) -> None:
+    """`values` `c h w` as a GeoTIFF in SYNTH_CRS, tile `index` of a row of tiles laid east of SYNTH_ORIGIN."""
+    import rasterio  # only for GeoTIFFs
+    from rasterio.transform import from_origin
+
+    bands, height, width = values.shape
+    transform = from_origin(SYNTH_ORIGIN[0] + index * width * SYNTH_PIXEL, SYNTH_ORIGIN[1], SYNTH_PIXEL, SYNTH_PIXEL)
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=bands, dtype=values.dtype.name,
+                       crs=SYNTH_CRS, transform=transform) as dst:
+        dst.write(values)

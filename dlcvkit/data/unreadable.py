@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dlcvkit.data.images import read_image
+from dlcvkit.data.geotiff import read_pixels
 from dlcvkit.data.samples import FileDataset
 from dlcvkit.errors import DlcvkitError
 
@@ -19,7 +19,7 @@ def drop_unreadable(dataset: FileDataset, what: str, workers: int = 0) -> list[P
     def unreadable(i: int) -> Path | None:
         for path in dataset.files(i):
             try:
-                read_image(path)
+                read_pixels(path)
             except DlcvkitError:
                 return path
         return None

@@ -143,20 +143,24 @@ def build_segmenter(
     output_stride: int = 8,
     *,
     fcn_width: int = 4096,
+    in_channels: int = 3,
 ) -> nn.Module:
     """A segmentation network by name: fcn32s, fcn16s, fcn8s or deeplabv3, on the timm encoder `backbone`.
 
     `pretrained` ("" | local weights file | "hub") initialises the encoder; `output_stride` (8 or 16) is the
     dilated encoder's stride for deeplabv3 (ignored by the FCNs, which need stride 32); `fcn_width` is the
-    width of the FCN head's two hidden 1x1 convolutions (4096 = VGG16's fc6/fc7, as in the reference).
+    width of the FCN head's two hidden 1x1 convolutions (4096 = VGG16's fc6/fc7, as in the reference);
+    `in_channels` the image bands (timm's `in_chans`: an RGB-pretrained first convolution is adapted by timm).
     """
+    bands = {"in_chans": in_channels} if in_channels != 3 else {}  # RGB: timm's default, unnamed in messages
     if name in FCN_STRIDES:
-        encoder = _encoder(backbone, pretrained, FCN_STRIDES[name], f"FCN{name[3:]}")
+        encoder = _encoder(backbone, pretrained, FCN_STRIDES[name], f"FCN{name[3:]}", **bands)
         return FCN(encoder, num_classes, width=fcn_width)
     if name == "deeplabv3":
         if output_stride not in ASPP_RATES:
             raise DlcvkitError(f"DeepLabv3 output_stride must be 8 or 16, got {output_stride} (model.output_stride)")
-        encoder = _encoder(backbone, pretrained, (output_stride,), "dilated DeepLabv3", output_stride=output_stride)
+        encoder = _encoder(backbone, pretrained, (output_stride,), "dilated DeepLabv3", output_stride=output_stride,
+                           **bands)
         return DeepLabV3(encoder, num_classes, ASPP_RATES[output_stride])
     raise DlcvkitError(f"unknown segmenter '{name}'{did_you_mean(name, SEGMENTERS)} (model.name); "
                        f"choose one of {', '.join(SEGMENTERS)}")

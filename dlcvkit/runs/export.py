@@ -63,6 +63,9 @@ def export_onnx(run_dir: Path, out: Path, weights: str = "best", overwrite: bool
     check_run_kind(run_dir, EXPORTED)
     check_output_file(checksum_file(out), "--out", overwrite, {"--run": run_dir})
     recipe, model, weights_file = load_model(Path(run_dir), weights)
+    if getattr(recipe.data, "band_mean", None):  # the graph's input is RGB pixels normalised by ImageNet's stats
+        raise DlcvkitError(f"--run {run_dir} was trained on {recipe.data.bands}-band rasters with their own band "
+                           "statistics; `export` writes RGB models only: predict with --run RUN_DIR")
     task, classes = _kind(recipe, model, run_dir)
     net = PixelInput(model).eval()
     inputs = sample_inputs(task, recipe.data.img_size)

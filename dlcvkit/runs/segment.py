@@ -18,9 +18,10 @@ from dlcvkit.engine.metrics import Confusion
 from dlcvkit.outputs import check_output_dir
 from dlcvkit.runs.export import onnx_run
 from dlcvkit.runs.load import eval_data, load_run, run_recipe, run_weights, wrong_kind
+from dlcvkit.runs.raster import geotiff_folder, predict_rasters
 from dlcvkit.runs.slide import check_tiling, slide_masks
 from dlcvkit.runs.writer import BackgroundWriter
-from dlcvkit.tasks.segment import ignored_label, predict_masks, red_class
+from dlcvkit.tasks.segment import band_stats, ignored_label, predict_masks, red_class
 
 
 def load_segment_run(run_dir: Path, weights: str = "best", device: torch.device | str = "cpu"):
@@ -55,7 +56,8 @@ def _run_loader(run_dir: Path, folder: Path, with_masks: bool, weights: str, bat
     source = OPTION if mask_format else FormatSource(f"data.mask_format of --run {run_dir}", OPTION.switch)
     dataset = SatellitePairs(folder, size=None, with_masks=with_masks, red_as=red,
                              mask_format=mask_format or recipe.data.mask_format, format_source=source,
-                             ignore_index=ignored_label(recipe.data))
+                             ignore_index=ignored_label(recipe.data),
+                             bands=recipe.data.bands or 3, bands_source=f"data.bands of --run {run_dir}")
     data = eval_data(recipe.data, batch_size, num_workers)
     total = len(dataset)
     skipped = drop_unreadable(dataset, f"--skip-bad {folder}", data.num_workers) if skip_bad else []
@@ -84,7 +86,8 @@ def evaluate_run(run_dir: Path, data_dir: Path, *, weights: str = "best", batch_
     confusion = Confusion(NUM_CLASSES, accelerator.device, ignore)
     with accelerator.autocast():
         for batch in batches:
-            confusion.update(predict_masks(model, batch["image"], recipe.data.img_size, tta), batch["mask"])
+            confusion.update(predict_masks(model, batch["image"], recipe.data.img_size, tta, band_stats(recipe.data)),
+                             batch["mask"])
     matrix = confusion.reduce(accelerator).cpu()
     return matrix, accelerator.is_main_process, ignore
 
@@ -100,6 +103,9 @@ def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str 
     with `overlap` (dlcvkit.runs.slide; 0 = whole images)."""
     overlap = check_tiling(tile, overlap)
     check_output_dir(out_dir, "--out", overwrite, {"--data": images_dir, "--run": run_dir})
+    if geotiff_folder(images_dir):
+        return predict_rasters(run_dir, images_dir, out_dir, weights=weights, batch_size=batch_size, tta=tta,
+                               skip_bad=skip_bad, tile=tile, overlap=overlap)
     accelerator, recipe, model, batches, skipped, total = _run_loader(
         run_dir, images_dir, False, weights, batch_size, num_workers, None, skip_bad, cache=cache)
     accelerator.wait_for_everyone()  # every process checked OUT_DIR before any writes into it
@@ -107,7 +113,8 @@ def predict_run(run_dir: Path, images_dir: Path, out_dir: Path, *, weights: str 
     written = 0
     with BackgroundWriter() as writer, accelerator.autocast():
         for batch in batches:
-            masks = slide_masks(model, batch["image"], recipe.data.img_size, tta, tile, overlap).to(torch.uint8)
+            masks = slide_masks(model, batch["image"], recipe.data.img_size, tta, tile, overlap,
+                                band_stats(recipe.data)).to(torch.uint8)
             writer.submit(_write_masks, out_dir, batch["name"], masks)
             written += len(masks)
     accelerator.wait_for_everyone()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dlcvkit.errors import DlcvkitError
-from dlcvkit.tasks.segment import predict_masks, predict_probs
+from dlcvkit.tasks.segment import Stats, predict_masks, predict_probs
 
 
 def check_tiling(tile: int, overlap: int | None) -> int:
@@ -37,12 +37,13 @@ def window_starts(length: int, tile: int, stride: int) -> list[int]:
 
 @torch.no_grad()
 def slide_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: bool, tile: int,
-                overlap: int) -> torch.Tensor:
-    """Class ids `b h w` of uint8 images `b 3 h w`: whole-image prediction when `tile` is 0 or each image fits
-    in one window (then exactly `predict_masks`), else sliding windows, run `len(images)` windows at a time."""
+                overlap: int, stats: Stats = ([], [])) -> torch.Tensor:
+    """Class ids `b h w` of images `b c h w` (see `predict_probs` for `stats`): whole-image prediction when
+    `tile` is 0 or each image fits in one window (then exactly `predict_masks`), else sliding windows, run
+    `len(images)` windows at a time."""
     h, w = images.shape[-2:]
     if tile == 0 or (h <= tile and w <= tile):
-        return predict_masks(model, images, input_size, tta)
+        return predict_masks(model, images, input_size, tta, stats)
     stride = tile - overlap
     windows = [(y, x) for y in window_starts(h, tile, stride) for x in window_starts(w, tile, stride)]
     masks = []
@@ -53,7 +54,7 @@ def slide_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: bo
             # probabilities, not logits, are summed: a single window then equals the whole-image path (which
             # resizes probabilities and averages them over TTA views); with `tta` each window is its own TTA mean
             probs = predict_probs(model, torch.stack([image[:, y:y + tile, x:x + tile] for y, x in chunk]),
-                                  input_size, tta)
+                                  input_size, tta, stats)
             if total is None:
                 total = probs.new_zeros((probs.shape[1], h, w))
                 count = probs.new_zeros((h, w))

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +14,7 @@ from torch import nn
 from dlcvkit.augment.common import normalize, to_unit
 from dlcvkit.augment.segment import JointAugment
 from dlcvkit.config import DataConfig, Recipe
+from dlcvkit.data.geotiff import band_statistics, raster_header
 from dlcvkit.data.satellite import SAT_SUFFIX, SatellitePairs
 from dlcvkit.data.masks import CLASS_NAMES, NUM_CLASSES, RECIPE, SCORED_CLASSES, UNKNOWN, read_mask, write_mask
 from dlcvkit.engine.metrics import Confusion, iou_per_class, mean_iou
@@ -35,6 +36,11 @@ class SegmentData(DataConfig):
     # pixels with this label are left out of the loss and of the confusion matrix (mIoU): a class id 0..6, or 255
     # in index masks (their "no label" value); -1: every pixel counts (the course's rule)
     ignore_index: int = -1
+    bands: int = 0  # image bands (0 = the first training image's; RGB JPEG/PNG: 3)
+    # per-band mean and std of the raw pixel values the model's input is normalised by ([] = computed from the
+    # training set for GeoTIFFs; ImageNet's on 0..1 pixels for RGB JPEG/PNG, as timm's backbones expect)
+    band_mean: list[float] = field(default_factory=list)
+    band_std: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -119,11 +125,28 @@ class SegmentTask(Task):
         self._augment = JointAugment(a.flips, a.rot90, a.scale_min, size)
         self._ignore = ignored_label(recipe.data)
         self._criterion = build_seg_loss(recipe.loss.name, recipe.loss.class_weights, self._ignore, NUM_CLASSES)
+        self._stats = band_stats(recipe.data)
         self._tracked_samples: list[dict] | None = None
 
     def build_model(self) -> nn.Module:
         m = self.recipe.model
-        return build_segmenter(m.name, m.backbone, NUM_CLASSES, m.pretrained, m.output_stride, fcn_width=m.fcn_width)
+        return build_segmenter(m.name, m.backbone, NUM_CLASSES, m.pretrained, m.output_stride, fcn_width=m.fcn_width,
+                               in_channels=self.recipe.data.bands or 3)
+
+    @classmethod
+    def resolve(cls, recipe: SegmentRecipe) -> SegmentRecipe:
+        """`data.bands` 0 becomes the first training image's band count; for GeoTIFFs, empty `data.band_mean`
+        and `data.band_std` become the training set's (over all its pixels, read once)."""
+        data = recipe.data
+        if data.bands and data.band_mean:
+            return recipe
+        dataset = cls.open_train(recipe)
+        bands = data.bands or (raster_header(dataset.files(0)[0]).count if dataset.geotiff else 3)
+        data = replace(data, bands=bands)
+        if dataset.geotiff and not data.band_mean:
+            mean, std = band_statistics([dataset.files(i)[0] for i in range(len(dataset))], data.bands)
+            data = replace(data, band_mean=mean, band_std=std)
+        return replace(recipe, data=data)
 
     @classmethod
     def open_train(cls, recipe: SegmentRecipe) -> SatellitePairs:
@@ -131,7 +154,8 @@ class SegmentTask(Task):
         if not data.train:
             raise DlcvkitError("no training data: pass --data DIR (or set data.train in the recipe)")
         return SatellitePairs(data.train, size=data.img_size, red_as=red_class(data.red_as),
-                              mask_format=data.mask_format, format_source=RECIPE, ignore_index=ignored_label(data))
+                              mask_format=data.mask_format, format_source=RECIPE, ignore_index=ignored_label(data),
+                              bands=data.bands or None)
 
     def val_dataset(self) -> SatellitePairs | None:
         data, track = self.recipe.data, self.recipe.viz.track
@@ -140,7 +164,8 @@ class SegmentTask(Task):
                 raise DlcvkitError("--track needs validation data: pass --val DIR (or set data.val)")
             return None
         dataset = SatellitePairs(data.val, size=data.img_size, red_as=red_class(data.red_as),
-                                 mask_format=data.mask_format, format_source=RECIPE, ignore_index=self._ignore)
+                                 mask_format=data.mask_format, format_source=RECIPE, ignore_index=self._ignore,
+                                 bands=data.bands or None)
         missing = [name for name in track if name not in dataset.names]
         if missing:
             raise DlcvkitError(
@@ -150,8 +175,8 @@ class SegmentTask(Task):
         return dataset
 
     def augment(self, batch: dict) -> dict:
-        image, mask = self._augment(to_unit(batch["image"]), batch["mask"])
-        return batch | {"image": normalize(image), "mask": mask}
+        image, mask = self._augment(scale_images(batch["image"], self._stats), batch["mask"])
+        return batch | {"image": standardize(image, self._stats), "mask": mask}
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         logits = model(batch["image"])
@@ -165,7 +190,8 @@ class SegmentTask(Task):
         are not counted."""
         confusion = Confusion(NUM_CLASSES, ctx.accelerator.device, self._ignore)
         for batch in batches:
-            confusion.update(predict_masks(model, batch["image"], self.recipe.data.img_size), batch["mask"])
+            confusion.update(predict_masks(model, batch["image"], self.recipe.data.img_size, stats=self._stats),
+                             batch["mask"])
         return segmentation_metrics(confusion.reduce(ctx.accelerator))
 
     def after_epoch(self, model: nn.Module, ctx: RunContext) -> None:
@@ -176,7 +202,7 @@ class SegmentTask(Task):
         images = torch.stack([sample["image"] for sample in self._tracked()]).to(ctx.accelerator.device)
         training = model.training
         model.eval()
-        masks = predict_masks(model, images, self.recipe.data.img_size).to(torch.uint8).cpu()
+        masks = predict_masks(model, images, self.recipe.data.img_size, stats=self._stats).to(torch.uint8).cpu()
         model.train(training)
         folder = Path(ctx.run_dir) / TRACK_DIR / f"epoch_{ctx.epoch:03d}"
         for name, mask in zip(names, masks):
@@ -218,10 +244,31 @@ def segmentation_metrics(matrix: torch.Tensor) -> dict[str, float]:
     return metrics
 
 
-@torch.no_grad()
-def predict_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: bool = False) -> torch.Tensor:
-    """Class ids `b h w` (int64) of uint8 images `b 3 h w`, at the images' own size (see `predict_probs`)."""
-    return predict_probs(model, images, input_size, tta).argmax(dim=1)
+Stats = tuple[list[float], list[float]]  # per-band (mean, std) of raw values; empty: ImageNet's of 0..1 pixels
+
+
+def band_stats(data: SegmentData) -> Stats:
+    """The recipe's `data.band_mean` and `data.band_std`, checked against `data.bands`."""
+    for key, values in (("band_mean", data.band_mean), ("band_std", data.band_std)):
+        if values and data.bands and len(values) != data.bands:
+            raise DlcvkitError(f"data.{key} has {len(values)} values but data.bands is {data.bands}; give one "
+                               "per band, or [] to compute them from the training set")
+    if bool(data.band_mean) != bool(data.band_std) or any(s <= 0 for s in data.band_std):
+        raise DlcvkitError("data.band_mean and data.band_std go together, the std positive: give both, one value "
+                           "per band, or neither")
+    return data.band_mean, data.band_std
+
+
+def scale_images(images: torch.Tensor, stats: Stats = ([], [])) -> torch.Tensor:
+    """Float images in the units of `stats`: raw values for given band statistics, else 0..1 (uint8 / 255)."""
+    if stats[0]:
+        return images.float()
+    return to_unit(images) if images.dtype == torch.uint8 else images / 255  # a uint8 GeoTIFF, as float
+
+
+def standardize(images: torch.Tensor, stats: Stats = ([], [])) -> torch.Tensor:
+    """(x - mean) / std per band: `stats`, or ImageNet's."""
+    return normalize(images, *stats) if stats[0] else normalize(images)
 
 
 # test-time augmentation: the image and its horizontal, vertical and both-axes flips (the dims flipped)
@@ -230,14 +277,23 @@ TTA_NOTE = "TTA: class probabilities averaged over the image and its horizontal,
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, images: torch.Tensor, input_size: int, tta: bool = False) -> torch.Tensor:
-    """Class probabilities `b C h w` (float32) of uint8 images `b 3 h w`, at the images' own size.
+def predict_masks(model: nn.Module, images: torch.Tensor, input_size: int, tta: bool = False,
+                  stats: Stats = ([], [])) -> torch.Tensor:
+    """Class ids `b h w` (int64) of images `b c h w`, at the images' own size (see `predict_probs`)."""
+    return predict_probs(model, images, input_size, tta, stats).argmax(dim=1)
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, images: torch.Tensor, input_size: int, tta: bool = False,
+                  stats: Stats = ([], [])) -> torch.Tensor:
+    """Class probabilities `b C h w` (float32; with `tta` averaged over the views) of images `b c h w` (uint8
+    RGB, or float raw band values normalised by `stats`), at the images' own size.
 
     The images are resized to the model's `input_size` (the training `data.img_size`) and the class
     probabilities back; with `tta` they are the mean of the softmax over the 4 views of TTA_FLIPS, each flipped
     back.
     """
-    x = normalize(to_unit(images))
+    x = standardize(scale_images(images, stats), stats)
     size = tuple(x.shape[-2:])
     if size != (input_size, input_size):
         x = F.interpolate(x, (input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
