@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import timm
@@ -16,15 +17,19 @@ from dlcvkit.errors import DlcvkitError, closest, first_line
 HUB = "hub"  # `pretrained = "hub"`: let timm download the weights (needs a network)
 
 
-def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
+def create_backbone(name: str, pretrained: str = "", *, factory: Callable[..., nn.Module] = timm.create_model,
+                    **kwargs) -> nn.Module:
     """`timm.create_model(name, **kwargs)` with `pretrained` = "" (random init), a local weights file
     (.safetensors / .pth / .pt; torchvision-format state dicts are converted by timm's checkpoint filters),
-    or "hub". Every failure becomes a one-line DlcvkitError saying how to fix it."""
+    or "hub". Every failure becomes a one-line DlcvkitError saying how to fix it.
+
+    `factory` replaces timm.create_model by a builder that passes `name`, `pretrained` (a bool) and the timm
+    keyword arguments on to it, as segmentation_models_pytorch does for its `tu-` encoders."""
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         close = closest(name.split(".")[0], timm.list_models())
         raise DlcvkitError(f"unknown timm model '{name}'" + (f"; similar: {', '.join(close)}" if close else ""))
     if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        return factory(name, pretrained=False, **kwargs)
     if pretrained == HUB:
         if not _hub_reachable():
             raise DlcvkitError(
@@ -33,7 +38,7 @@ def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
                 " (or a torchvision .pth state dict)"
             )
         try:
-            return timm.create_model(name, pretrained=True, **kwargs)
+            return factory(name, pretrained=True, **kwargs)
         except Exception as e:  # noqa: BLE001 - hub, network and cache errors come in many types
             raise DlcvkitError(
                 f"could not get pretrained weights for '{name}' from the hub ({first_line(e)}); offline, download "
@@ -44,7 +49,7 @@ def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
         raise DlcvkitError(f"pretrained weights file {path} does not exist (model.pretrained)")
     read_state_dict(path)  # refuses what is unsafe to unpickle or inf/nan, naming the file; timm then loads it
     try:
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        return factory(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     except Exception as e:  # noqa: BLE001 - torch.load / load_state_dict raise RuntimeError, pickle errors, ...
         raise DlcvkitError(f"pretrained weights {path} do not load into '{name}': {first_line(e)}") from None
 
