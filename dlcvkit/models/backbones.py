@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import timm
@@ -49,9 +52,41 @@ def create_backbone(name: str, pretrained: str = "", *, factory: Callable[..., n
         raise DlcvkitError(f"pretrained weights file {path} does not exist (model.pretrained)")
     read_state_dict(path)  # refuses what is unsafe to unpickle or inf/nan, naming the file; timm then loads it
     try:
-        return factory(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        with _weights_left_random() as missing:
+            model = factory(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     except Exception as e:  # noqa: BLE001 - torch.load / load_state_dict raise RuntimeError, pickle errors, ...
         raise DlcvkitError(f"pretrained weights {path} do not load into '{name}': {first_line(e)}") from None
+    # timm loads the whole network, then keeps what features_only (or smp, under its own prefix) asks for
+    own = model.state_dict().keys()
+    missing = [k for k in missing if any(key == k or key.endswith(f".{k}") for key in own)]
+    if missing:
+        raise DlcvkitError(f"pretrained weights {path} do not fit '{name}': {len(missing)} of its weights are not in "
+                           f"the file (first: {missing[0]}); pass weights of {name} (model.pretrained)")
+    return model
+
+
+@contextmanager
+def _weights_left_random():
+    """The weights timm leaves at random init while it loads a pretrained file: it loads non-strictly whenever the
+    head differs from the file's (features_only and num_classes=0 included) and only logs the missing keys, so a
+    file of another network would load nothing, silently. BatchNorm's counters are not weights."""
+    missing: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found = re.match(r"Missing keys \((.*)\) discovered", record.getMessage())
+            keys = found[1].split(", ") if found else []
+            missing.extend(k for k in keys if not k.endswith("num_batches_tracked"))
+
+    logger, handler = logging.getLogger("timm.models._builder"), Collect()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))  # timm logs the missing keys at INFO
+    try:
+        yield missing
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

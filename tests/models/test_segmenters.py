@@ -185,3 +185,16 @@ def test_smp_errors_name_the_option(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DlcvkitError, match="asked from the hub, which cannot be reached"):
         build_segmenter("unet", "resnet18", pretrained="hub")
+
+
+@pytest.mark.parametrize("name", ["fcn8s", "deeplabv3", "unet"])
+def test_a_file_whose_keys_do_not_fit_is_refused_not_loaded_in_part(name, tmp_path):
+    """A whole classifier's weights (its backbone under "backbone."): timm loads features_only encoders
+    non-strictly, so without the check it would load nothing and train from random weights."""
+    state = _weights_file(tmp_path / "r.safetensors")
+    save_file({f"backbone.{k}": v for k, v in state.items()}, tmp_path / "classifier.safetensors")
+    with pytest.raises(DlcvkitError) as e:
+        build_segmenter(name, "resnet18", pretrained=str(tmp_path / "classifier.safetensors"), fcn_width=8)
+    assert str(e.value) == (f"pretrained weights {tmp_path / 'classifier.safetensors'} do not fit 'resnet18': 100 of its "
+                            "weights are not in the file (first: conv1.weight); pass weights of resnet18 "
+                            "(model.pretrained)")
