@@ -16,7 +16,7 @@ from dlcvkit.models.segmenters import build_segmenter
 from dlcvkit.recipes import names, shipped
 from dlcvkit.tasks.segment import SegmentRecipe, SegmentTask
 from tests.cli_runner import dlcvkit, dlcvkit_here
-from tests.runs.test_export import _cli, _masks
+from tests.runs.test_export import _cli, predict_both_ways
 from tests.runs.test_scoring import _course_script
 from tests.tasks.test_segment import course_masks
 
@@ -110,18 +110,8 @@ def test_eval_of_the_unet_equals_the_course_script_on_an_independent_prediction(
 
 @pytest.mark.parametrize("tile", [[], ["--tile", 64, "--overlap", 16]])
 def test_predict_onnx_of_the_unet_writes_the_masks_of_the_pytorch_path(unet, capsys, tile):
-    torch_dir, onnx_dir = unet / f"torch{len(tile)}", unet / f"onnx{len(tile)}"
-    code, _, err = dlcvkit_here(capsys, "predict", "seg", "--run", unet / "run", "--weights", "ema", "--data",
-                                unet / "test", "--out", torch_dir, "--workers", 0, *tile)
-    assert code == 0, err
-    code, _, err = dlcvkit_here(capsys, "predict", "seg", "--onnx", unet / "model.onnx", "--data", unet / "test",
-                                "--out", onnx_dir, "--workers", 0, *tile)
-    assert code == 0 and err == f"wrote 3 masks to {onnx_dir}\n"
-    torch_masks, onnx_masks = _masks(torch_dir), _masks(onnx_dir)
-    assert list(onnx_masks) == ["0000_mask.png", "0001_mask.png", "0002_mask.png"]
-    for name, mask in torch_masks.items():
-        assert mask.shape == (80, 80) and np.array_equal(onnx_masks[name], mask)
-    assert len({m.tobytes() for m in onnx_masks.values()}) > 1  # not a constant prediction
+    predict_both_ways(capsys, unet / "run", unet / "model.onnx", unet / "test", unet / f"pred{len(tile)}", tile,
+                      run_options=["--weights", "ema"])
 
 
 @pytest.mark.slow
