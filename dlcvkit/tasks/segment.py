@@ -1,6 +1,5 @@
 """Semantic segmentation of satellite images (course P2): FCN, DeepLabv3 or smp's UNet, DeepLabV3+ and FPN on a
-timm encoder, pixel cross-entropy
-over the 7 land-cover classes, the course's mean IoU, tracked predictions."""
+timm encoder, pixel cross-entropy over the 7 land-cover classes, the course's mean IoU, tracked predictions."""
 
 from __future__ import annotations
 
