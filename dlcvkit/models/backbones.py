@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import timm
@@ -16,15 +20,19 @@ from dlcvkit.errors import DlcvkitError, closest, first_line
 HUB = "hub"  # `pretrained = "hub"`: let timm download the weights (needs a network)
 
 
-def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
+def create_backbone(name: str, pretrained: str = "", *, factory: Callable[..., nn.Module] = timm.create_model,
+                    **kwargs) -> nn.Module:
     """`timm.create_model(name, **kwargs)` with `pretrained` = "" (random init), a local weights file
     (.safetensors / .pth / .pt; torchvision-format state dicts are converted by timm's checkpoint filters),
-    or "hub". Every failure becomes a one-line DlcvkitError saying how to fix it."""
+    or "hub". Every failure becomes a one-line DlcvkitError saying how to fix it.
+
+    `factory` replaces timm.create_model by a builder that passes `name`, `pretrained` (a bool) and the timm
+    keyword arguments on to it, as segmentation_models_pytorch does for its `tu-` encoders."""
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         close = closest(name.split(".")[0], timm.list_models())
         raise DlcvkitError(f"unknown timm model '{name}'" + (f"; similar: {', '.join(close)}" if close else ""))
     if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        return factory(name, pretrained=False, **kwargs)
     if pretrained == HUB:
         if not _hub_reachable():
             raise DlcvkitError(
@@ -33,7 +41,7 @@ def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
                 " (or a torchvision .pth state dict)"
             )
         try:
-            return timm.create_model(name, pretrained=True, **kwargs)
+            return factory(name, pretrained=True, **kwargs)
         except Exception as e:  # noqa: BLE001 - hub, network and cache errors come in many types
             raise DlcvkitError(
                 f"could not get pretrained weights for '{name}' from the hub ({first_line(e)}); offline, download "
@@ -44,9 +52,41 @@ def create_backbone(name: str, pretrained: str = "", **kwargs) -> nn.Module:
         raise DlcvkitError(f"pretrained weights file {path} does not exist (model.pretrained)")
     read_state_dict(path)  # refuses what is unsafe to unpickle or inf/nan, naming the file; timm then loads it
     try:
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        with _weights_left_random() as missing:
+            model = factory(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     except Exception as e:  # noqa: BLE001 - torch.load / load_state_dict raise RuntimeError, pickle errors, ...
         raise DlcvkitError(f"pretrained weights {path} do not load into '{name}': {first_line(e)}") from None
+    # timm loads the whole network, then keeps what features_only (or smp, under its own prefix) asks for
+    own = model.state_dict().keys()
+    missing = [k for k in missing if any(key == k or key.endswith(f".{k}") for key in own)]
+    if missing:
+        raise DlcvkitError(f"pretrained weights {path} do not fit '{name}': {len(missing)} of its weights are not in "
+                           f"the file (first: {missing[0]}); pass weights of {name} (model.pretrained)")
+    return model
+
+
+@contextmanager
+def _weights_left_random():
+    """The weights timm leaves at random init while it loads a pretrained file: it loads non-strictly whenever the
+    head differs from the file's (features_only and num_classes=0 included) and only logs the missing keys, so a
+    file of another network would load nothing, silently. BatchNorm's counters are not weights."""
+    missing: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found = re.match(r"Missing keys \((.*)\) discovered", record.getMessage())
+            keys = found[1].split(", ") if found else []
+            missing.extend(k for k in keys if not k.endswith("num_batches_tracked"))
+
+    logger, handler = logging.getLogger("timm.models._builder"), Collect()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))  # timm logs the missing keys at INFO
+    try:
+        yield missing
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

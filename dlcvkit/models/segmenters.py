@@ -1,9 +1,10 @@
-"""Semantic segmentation networks on any timm encoder: FCN32s/16s/8s (Long et al. 2015) and DeepLabv3 (Chen et
-al. 2017), built by one factory, `build_segmenter`.
+"""Semantic segmentation networks on any timm encoder, built by one factory, `build_segmenter`: FCN32s/16s/8s
+(Long et al. 2015) and DeepLabv3 (Chen et al. 2017) here, UNet, DeepLabV3+ and FPN from segmentation_models_pytorch
+(`dlcvkit.models.smp_decoders`).
 
 The encoder is `timm.create_model(backbone, features_only=True, out_indices=...)`; a decoder sees only the list
 of feature maps and their channel counts, never which backbone made them. Every network returns logits
-`b classes h w` at the input resolution for inputs whose sides are multiples of 32.
+`b classes h w` at the input resolution for inputs whose sides are multiples of `input_multiple(name, ...)`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,19 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from dlcvkit.errors import DlcvkitError, did_you_mean
 from dlcvkit.models.backbones import create_backbone
+from dlcvkit.models.smp_decoders import SMP_DECODERS, TITLES, build_smp, smp_input_multiple
 
-SEGMENTERS = ("fcn32s", "fcn16s", "fcn8s", "deeplabv3")
+SEGMENTERS = ("fcn32s", "fcn16s", "fcn8s", "deeplabv3", *SMP_DECODERS)
 # encoder strides each FCN reads: pool5 only, + pool4, + pool3 (Long et al. §4.2)
 FCN_STRIDES = {"fcn32s": (32,), "fcn16s": (16, 32), "fcn8s": (8, 16, 32)}
 # DeepLabv3 §3.3: rates (6, 12, 18) at output stride 16, doubled at output stride 8
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
-INPUT_MULTIPLE = 32
+INPUT_MULTIPLE = 32  # the FCNs' and DeepLabv3's: five stride-2 stages, or their dilated stand-ins
+
+
+def input_multiple(name: str, output_stride: int = 8) -> int:
+    """The multiple that both sides of the input of segmenter `name` must be."""
+    return smp_input_multiple(name, output_stride) if name in SMP_DECODERS else INPUT_MULTIPLE
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
@@ -111,21 +118,27 @@ class DeepLabV3(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def _encoder(backbone: str, pretrained: str, strides: tuple[int, ...], what: str, **kwargs) -> nn.Module:
-    """A features_only encoder returning the last len(strides) stages, checked to have exactly those strides."""
+def _built(backbone: str, name: str, what: str, build, options: str = ""):
+    """`build()`, an exception of timm or smp turned into one line naming model.backbone and model.name."""
     try:
-        encoder = create_backbone(
-            backbone, pretrained=pretrained, features_only=True, out_indices=tuple(range(-len(strides), 0)), **kwargs
-        )
+        return build()
     except DlcvkitError:
         raise
     except Exception as e:  # noqa: BLE001 - timm signals unsupported options with asserts, TypeErrors, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        options = ", ".join(f"{k}={v}" for k, v in kwargs.items())
         raise DlcvkitError(
-            f"backbone '{backbone}' cannot serve as a {what} encoder: timm cannot build it with features_only"
-            f"{', ' + options if options else ''} ({reason}); choose a CNN such as resnet34, resnet50 or convnext_tiny"
+            f"backbone '{backbone}' (model.backbone) cannot be the encoder of {what} (model.name={name}): timm "
+            f"cannot build it with features_only{options} ({reason}); choose a CNN such as resnet34 or convnext_tiny"
         ) from None
+
+
+def _encoder(backbone: str, pretrained: str, name: str, strides: tuple[int, ...], what: str, in_channels: int,
+             **kwargs) -> nn.Module:
+    """A features_only encoder returning the last len(strides) stages, checked to have exactly those strides."""
+    options = "".join(f", {k}={v}" for k, v in kwargs.items())
+    encoder = _built(backbone, name, what, lambda: create_backbone(
+        backbone, pretrained=pretrained, features_only=True, out_indices=tuple(range(-len(strides), 0)),
+        in_chans=in_channels, **kwargs), options)
     found = tuple(encoder.feature_info.reduction())
     if found != strides:
         raise DlcvkitError(
@@ -145,22 +158,26 @@ def build_segmenter(
     fcn_width: int = 4096,
     in_channels: int = 3,
 ) -> nn.Module:
-    """A segmentation network by name: fcn32s, fcn16s, fcn8s or deeplabv3, on the timm encoder `backbone`.
+    """A segmentation network by name (one of SEGMENTERS) on the timm encoder `backbone`.
 
     `pretrained` ("" | local weights file | "hub") initialises the encoder; `output_stride` (8 or 16) is the
-    dilated encoder's stride for deeplabv3 (ignored by the FCNs, which need stride 32); `fcn_width` is the
-    width of the FCN head's two hidden 1x1 convolutions (4096 = VGG16's fc6/fc7, as in the reference);
-    `in_channels` the image bands (timm's `in_chans`: an RGB-pretrained first convolution is adapted by timm).
+    dilated encoder's stride for deeplabv3 and deeplabv3plus (the others need stride 32 and ignore it);
+    `fcn_width` is the width of the FCN head's two hidden 1x1 convolutions (4096 = VGG16's fc6/fc7, as in the
+    reference); `in_channels` is the number of input bands (timm adapts a pretrained first convolution).
     """
-    bands = {"in_chans": in_channels} if in_channels != 3 else {}  # RGB: timm's default, unnamed in messages
     if name in FCN_STRIDES:
-        encoder = _encoder(backbone, pretrained, FCN_STRIDES[name], f"FCN{name[3:]}", **bands)
+        encoder = _encoder(backbone, pretrained, name, FCN_STRIDES[name], f"FCN{name[3:]}", in_channels)
         return FCN(encoder, num_classes, width=fcn_width)
+    if name in ("deeplabv3", "deeplabv3plus") and output_stride not in ASPP_RATES:
+        raise DlcvkitError(f"{name} needs model.output_stride 8 or 16, got {output_stride}")
     if name == "deeplabv3":
-        if output_stride not in ASPP_RATES:
-            raise DlcvkitError(f"DeepLabv3 output_stride must be 8 or 16, got {output_stride} (model.output_stride)")
-        encoder = _encoder(backbone, pretrained, (output_stride,), "dilated DeepLabv3", output_stride=output_stride,
-                           **bands)
+        encoder = _encoder(backbone, pretrained, name, (output_stride,), "dilated DeepLabv3", in_channels,
+                           output_stride=output_stride)
         return DeepLabV3(encoder, num_classes, ASPP_RATES[output_stride])
+    if name in SMP_DECODERS:
+        options = f", output_stride={output_stride}" if name == "deeplabv3plus" else ""
+        rates = ASPP_RATES.get(output_stride)
+        return _built(backbone, name, TITLES[name], lambda: build_smp(
+            name, backbone, num_classes, pretrained, in_channels, rates, output_stride), options)
     raise DlcvkitError(f"unknown segmenter '{name}'{did_you_mean(name, SEGMENTERS)} (model.name); "
                        f"choose one of {', '.join(SEGMENTERS)}")

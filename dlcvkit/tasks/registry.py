@@ -25,8 +25,8 @@ TASKS = {
                       "data).",
                       "dlcvkit classify --recipe cls_p1_vgg16bn --data train_50 --val val_50 --out runs/vgg16bn"),
     "segment": Entry("dlcvkit.tasks.segment", "SegmentRecipe", "SegmentTask",
-                     "Train a segmenter (FCN32s/16s/8s or DeepLabv3 on a timm encoder) on xxxx_sat.jpg + "
-                     "xxxx_mask.png folders.",
+                     "Train a segmenter (FCN32s/16s/8s, DeepLabv3, UNet, DeepLabV3+ or FPN on a timm encoder) on "
+                     "xxxx_sat.jpg + xxxx_mask.png folders.",
                      "dlcvkit segment --recipe seg_fcn8s_vgg16 --data p2/train --val p2/validation --out runs/fcn8s"),
     "byol": Entry("dlcvkit.tasks.byol", "ByolRecipe", "ByolTask",
                   "Pre-train a backbone with BYOL on a folder of unlabeled images; writes "

@@ -1,5 +1,6 @@
-"""Semantic segmentation of satellite images (course P2): FCN/DeepLabv3 on a timm encoder, pixel cross-entropy
-(or Dice, focal, Lovász) over the 7 land-cover classes, the course's mean IoU, tracked predictions."""
+"""Semantic segmentation of satellite images (course P2): FCN, DeepLabv3 or smp's UNet, DeepLabV3+ and FPN on a
+timm encoder, pixel cross-entropy (or Dice, focal, Lovász) over the 7 land-cover classes, the course's mean IoU,
+tracked predictions; RGB JPEGs or multispectral GeoTIFFs."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dlcvkit.engine.metrics import Confusion, iou_per_class, mean_iou
 from dlcvkit.engine.task import RunContext, Task
 from dlcvkit.errors import DlcvkitError
 from dlcvkit.models.seg_losses import build_seg_loss
-from dlcvkit.models.segmenters import INPUT_MULTIPLE, build_segmenter
+from dlcvkit.models.segmenters import build_segmenter, input_multiple
 from dlcvkit.viz.masks import prediction_grid
 
 TRACK_DIR = "track"  # RUN_DIR/track/epoch_XXX/NAME_mask.png
@@ -30,7 +31,7 @@ TRACK_GRID = "track.png"  # RUN_DIR/track.png: image, ground truth, predictions 
 
 @dataclass
 class SegmentData(DataConfig):
-    img_size: int = 512  # a multiple of 32; validation mIoU during training is measured at this size
+    img_size: int = 512  # a multiple of 32 (deeplabv3plus: of output_stride); validation mIoU is measured at it
     red_as: int = -1  # class id for red (255,0,0) mask pixels; -1: red is an error (the course defines no red)
     mask_format: Literal["colour", "index"] = "colour"  # colour: course colours; index: grey class ids 0..6
     # pixels with this label are left out of the loss and of the confusion matrix (mIoU): a class id 0..6, or 255
@@ -45,11 +46,11 @@ class SegmentData(DataConfig):
 
 @dataclass
 class SegmentModel:
-    name: Literal["fcn32s", "fcn16s", "fcn8s", "deeplabv3"] = "fcn32s"
+    name: Literal["fcn32s", "fcn16s", "fcn8s", "deeplabv3", "unet", "deeplabv3plus", "fpn"] = "fcn32s"
     backbone: str = "vgg16"  # any timm CNN with stride-8/16/32 stages (features_only)
     pretrained: str = ""  # "" = random init, a local weights file, or "hub"
-    output_stride: int = 8  # deeplabv3 only: 8 (ASPP rates 12/24/36) or 16 (6/12/18)
-    fcn_width: int = 4096  # hidden width of the FCN head (4096 = VGG16's fc6/fc7, the reference)
+    output_stride: int = 8  # deeplabv3(plus) only: 8 (ASPP rates 12/24/36) or 16 (6/12/18)
+    fcn_width: int = 4096  # FCNs only: hidden width of the head (4096 = VGG16's fc6/fc7, the reference)
 
 
 @dataclass
@@ -115,8 +116,11 @@ class SegmentTask(Task):
     def __init__(self, recipe: SegmentRecipe) -> None:
         super().__init__(recipe)
         size = recipe.data.img_size
-        if size % INPUT_MULTIPLE:
-            raise DlcvkitError(f"data.img_size={size} must be a multiple of {INPUT_MULTIPLE} for FCN/DeepLab models")
+        m = recipe.model
+        multiple = input_multiple(m.name, m.output_stride)
+        if size % multiple:
+            raise DlcvkitError(f"data.img_size={size} must be a multiple of {multiple} for model.name={m.name}, "
+                               f"e.g. {max(size // multiple, 1) * multiple}")
         if not -1 <= recipe.data.red_as < NUM_CLASSES:
             raise DlcvkitError(f"data.red_as={recipe.data.red_as}: use a class id 0..{NUM_CLASSES - 1}, or -1")
         a = recipe.aug

@@ -70,13 +70,19 @@ def _hashes(folder) -> dict[str, str]:
 
 @pytest.mark.parametrize("tta", [[], ["--tta"]])
 def test_predict_seg_onnx_writes_the_masks_of_the_pytorch_path_at_another_size(seg, capsys, tta):
-    torch_dir, onnx_dir = seg / f"torch{len(tta)}", seg / f"onnx{len(tta)}"
-    assert dlcvkit_here(capsys, "predict", "seg", "--run", seg / "run", "--images", seg / "test", "--out",
-                        torch_dir, "--workers", 0, *tta)[0] == 0
-    code, _, err = dlcvkit_here(capsys, "predict", "seg", "--onnx", seg / "model.onnx", "--images", seg / "test",
-                                "--out", onnx_dir, "--workers", 0, *tta)
+    predict_both_ways(capsys, seg / "run", seg / "model.onnx", seg / "test", seg / f"pred{len(tta)}", tta)
+
+
+def predict_both_ways(capsys, run, model, images, folder, options, run_options=()) -> None:
+    """`predict seg` of the 80x80 images 0000..0002 with the run (and `run_options`) into `folder`/torch and with
+    its ONNX export `model` into `folder`/onnx: the same masks, not all alike."""
+    torch_dir, onnx_dir = folder / "torch", folder / "onnx"
+    assert dlcvkit_here(capsys, "predict", "seg", "--run", run, "--images", images, "--out", torch_dir,
+                        "--workers", 0, *run_options, *options)[0] == 0
+    code, _, err = dlcvkit_here(capsys, "predict", "seg", "--onnx", model, "--images", images, "--out", onnx_dir,
+                                "--workers", 0, *options)
     # --tta runs the ONNX session on the 4 views, as the PyTorch path runs the model, and says so
-    assert code == 0 and err == f"wrote 3 masks to {onnx_dir}" + (f" ({TTA_NOTE})" if tta else "") + "\n"
+    assert code == 0 and err == f"wrote 3 masks to {onnx_dir}" + (f" ({TTA_NOTE})" if "--tta" in options else "") + "\n"
     torch_masks, onnx_masks = _masks(torch_dir), _masks(onnx_dir)
     assert list(onnx_masks) == ["0000_mask.png", "0001_mask.png", "0002_mask.png"]
     for name, mask in torch_masks.items():

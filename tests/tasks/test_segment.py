@@ -50,12 +50,17 @@ def run(tmp_path_factory):
 def reference(run):
     """The last weights applied image by image in this process, written as colour masks with PIL/numpy."""
     model = build_segmenter("fcn8s", "resnet18", 7, fcn_width=32)
-    model.load_state_dict(read_state_dict(run / "run" / "model.safetensors"))
+    return course_masks(model, run / "run" / "model.safetensors", run / "val", run / "reference")
+
+
+def course_masks(model, weights, images, folder):
+    """`model` with `weights` applied image by image (PIL, numpy) to the `*_sat.jpg` of `images`, written to
+    `folder` as course-coloured masks."""
+    model.load_state_dict(read_state_dict(weights))
     model.eval()
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
-    folder = run / "reference"
     folder.mkdir()
-    for sat in sorted((run / "val").glob("*_sat.jpg")):
+    for sat in sorted(images.glob("*_sat.jpg")):
         image = torch.from_numpy(np.asarray(Image.open(sat).convert("RGB")).copy()).permute(2, 0, 1)
         with torch.no_grad():
             ids = model(((image / 255 - mean) / std)[None])[0].argmax(0).numpy()
