@@ -144,6 +144,8 @@ RANGES = {
     "model.input_size": (1, 8192),
     # byol
     "model.projection_hidden": (1, 65536), "model.projection_dim": (1, 65536), "model.prediction_hidden": (1, 65536),
+    # simclr (model.projection_* above); the jitter's hue 0.2s must stay within kornia's 0.5
+    "model.temperature": (1e-3, 100), "aug.strength": (0, 2.5), "aug.blur_p": (0, 1),
     # segment
     "model.fcn_width": (1, 65536),
 }

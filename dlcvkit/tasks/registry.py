@@ -32,6 +32,10 @@ TASKS = {
                   "Pre-train a backbone with BYOL on a folder of unlabeled images; writes "
                   "RUN_DIR/backbone.safetensors.",
                   "dlcvkit byol --recipe byol_resnet50_mini --data mini/train --out runs/byol"),
+    "simclr": Entry("dlcvkit.tasks.simclr", "SimclrRecipe", "SimclrTask",
+                    "Pre-train a backbone with SimCLR (NT-Xent, negatives from every process) on a folder of "
+                    "unlabeled images; writes RUN_DIR/backbone.safetensors.",
+                    "dlcvkit simclr --recipe simclr_resnet50_mini --data mini/train --out runs/simclr"),
     "finetune": Entry("dlcvkit.tasks.finetune", "FinetuneRecipe", "FinetuneTask",
                       "Fine-tune a classifier on Office-Home from scratch, a supervised or a BYOL backbone "
                       "(settings A–E).",
