@@ -73,17 +73,16 @@ def simclr_views(preset: str, size: int, strength: float = 1.0, blur_p: float = 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """NT-Xent (eq. 1) of this process's projections `b d` of the two views, against those of every process.
 
-    Each process takes the mean over its own 2b queries against all 2bN keys. The keys of the other processes are
-    gathered WITH their gradients (torch.distributed.nn's all_gather: its backward sums the gradients every process
-    sends to a key into the key's own process), so the gradient reaching process r's projections is ∂(Σ_q L_q)/∂z_r,
-    the gradient of the SUM of the N processes' losses. DDP then averages the parameter gradients over processes:
-        (1/N) Σ_r Σ_{z ∈ r} ∂(Σ_q L_q)/∂z · ∂z/∂θ = ∂/∂θ (1/N) Σ_q L_q = ∂L/∂θ,
-    since (1/N) Σ_q L_q = (1/N) Σ_q (1/2b) Σ_{i ∈ q} ℓ_i = (1/2bN) Σ_i ℓ_i = L, the one-process loss of the global
-    batch (SyncBatchNorm's backward sums over processes the same way, so BN is covered as well).
+    Each process takes the mean over its own 2b queries against all 2bN keys. The keys are gathered WITH their
+    gradients (torch.distributed.nn's all_gather: its backward sums what every process sends back to a key into
+    the key's own process), so the gradient reaching process r's projections z is ∂(Σ_q L_q)/∂z, that of the SUM of
+    the N processes' losses L_q. DDP then averages the parameter gradients over the processes:
+        (1/N) Σ_r Σ_{z of r} ∂(Σ_q L_q)/∂z · ∂z/∂θ = ∂/∂θ (1/N) Σ_q L_q = ∂L/∂θ,
+    as (1/N) Σ_q L_q = (1/N) Σ_q (1/2b) Σ_{i of q} ℓ_i = (1/2bN) Σ_i ℓ_i = L, the one-process loss of the global
+    batch. SyncBatchNorm's backward sums over the processes the same way, so the BN layers agree as well.
     """
     z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-    b, n = len(z1), 1
-    rank = 0
+    b, n, rank = len(z1), 1, 0
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         n, rank = dist.get_world_size(), dist.get_rank()
         keys = torch.cat([*all_gather(z1), *all_gather(z2)])  # `(2 n b) d`: view 1 of all images, then view 2
