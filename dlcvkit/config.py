@@ -149,6 +149,8 @@ RANGES = {
     "model.freeze_last_layer": (0, None), "model.student_temp": (1e-4, None), "model.teacher_temp": (1e-4, None),
     "model.warmup_teacher_temp": (1e-4, None), "model.warmup_teacher_temp_epochs": (0, None),
     "model.center_momentum": (0, 1), "aug.local_crops": (0, 64), "aug.local_size": (0, 8192),
+    # simclr (model.projection_* above); the jitter's hue 0.2s must stay within kornia's 0.5
+    "model.temperature": (1e-3, 100), "aug.strength": (0, 2.5), "aug.blur_p": (0, 1),
     # segment
     "model.fcn_width": (1, 65536),
 }

@@ -8,8 +8,7 @@ import typer
 
 # What `--data` (and `--val`) of each task's command reads.
 DATA = {
-    "byol": "unlabelled images: a folder (Mini-ImageNet's train/)",
-    "dino": "unlabelled images: a folder (Mini-ImageNet's train/)",
+    **dict.fromkeys(("byol", "dino", "simclr"), "unlabelled images: a folder (Mini-ImageNet's train/)"),
     "classify": "labelled images: P1 folder ({label}_{i}.png), ImageFolder, or folder + CSV",
     "finetune": "Office-Home: DIR/train/ + DIR/train.csv, DIR/val/ + DIR/val.csv",
     "segment": "folders of xxxx_sat.jpg + xxxx_mask.png",

@@ -36,6 +36,10 @@ TASKS = {
                   "Pre-train a backbone with DINO (multi-crop self-distillation) on a folder of unlabeled images; "
                   "writes RUN_DIR/backbone.safetensors.",
                   "dlcvkit dino --recipe dino_resnet50_mini --data mini/train --out runs/dino"),
+    "simclr": Entry("dlcvkit.tasks.simclr", "SimclrRecipe", "SimclrTask",
+                    "Pre-train a backbone with SimCLR (NT-Xent, negatives from every process) on a folder of "
+                    "unlabeled images; writes RUN_DIR/backbone.safetensors.",
+                    "dlcvkit simclr --recipe simclr_resnet50_mini --data mini/train --out runs/simclr"),
     "finetune": Entry("dlcvkit.tasks.finetune", "FinetuneRecipe", "FinetuneTask",
                       "Fine-tune a classifier on Office-Home from scratch, a supervised or a BYOL backbone "
                       "(settings A–E).",

@@ -76,6 +76,18 @@ name = "lars"
 lr = 0.2
 weight_decay = 1.5e-6
 """,
+    "simclr": """task = "simclr"
+[model]
+backbone = "test_resnet"
+projection_hidden = 32
+projection_dim = 16
+[aug]
+preset = "paper"
+[optim]
+name = "lars"
+lr = 0.2
+weight_decay = 1e-6
+""",
     "finetune": """task = "finetune"
 setting = "E"
 [model]
@@ -90,11 +102,11 @@ name = "sgd"
 lr = 0.05
 """,
 }
-BATCH = {"classify": 8, "segment": 4, "byol": 8, "finetune": 8}
+BATCH = {"classify": 8, "segment": 4, "byol": 8, "simclr": 8, "finetune": 8}
 TASKS = list(RECIPES)
 # Augmentations off: their random draws are per process, so 1 and 2 processes would train on different views.
 NO_AUG = {"classify": ["aug.preset=none"], "segment": ["aug.flips=false", "aug.rot90=false"],
-          "byol": ["aug.preset=none"], "finetune": ["aug.preset=none"]}
+          "byol": ["aug.preset=none"], "simclr": ["aug.preset=none"], "finetune": ["aug.preset=none"]}
 # Dropout off where a recipe key sets it: a second process (its own seed) and inductor (its own RNG) draw other
 # masks. FCN's head has a fixed Dropout2d, which inductor leaves to torch's RNG (see the SyncBN test).
 NO_DROPOUT = {"finetune": ["model.dropout=0.0"]}
@@ -117,7 +129,7 @@ def data(tmp_path_factory):
     torch.manual_seed(2)
     save_weights(create_backbone("test_resnet", num_classes=0).state_dict(), root / "byol_backbone.safetensors",
                  {"backbone": "test_resnet"})
-    folders = {"classify": "cls", "segment": "seg", "byol": "ssl", "finetune": "office/train"}
+    folders = {"classify": "cls", "segment": "seg", "byol": "ssl", "simclr": "ssl", "finetune": "office/train"}
     for task, text in RECIPES.items():
         extra = f'pretrained = "{root / "byol_backbone.safetensors"}"\n' if task == "finetune" else ""
         recipe = text.replace("[model]\n", f"[model]\n{extra}") + COMMON.replace(

@@ -19,7 +19,7 @@ FILES = sorted(p.stem for p in PACKAGE_RECIPES.glob("*.toml"))
 
 
 def test_every_toml_of_the_package_is_a_shipped_recipe():
-    assert names() == FILES and len(FILES) == 22
+    assert names() == FILES and len(FILES) == 24
     assert not (PACKAGE_RECIPES.parents[1] / "recipes").exists()  # one source of truth: no copy beside the package
 
 
@@ -75,8 +75,8 @@ def test_an_unknown_recipe_is_one_line_listing_the_close_names(capsys, tmp_path,
 def test_recipes_show_of_an_unknown_name(capsys):
     code, out, err = dlcvkit_here(capsys, "recipes", "show", "demo_sge")
     assert code == 2 and out == ""
-    assert err == ("dlcvkit: error: no shipped recipe is called 'demo_sge'; close names: demo_seg, demo_cls; "
-                   "`dlcvkit recipes` lists them\n")
+    assert err == ("dlcvkit: error: no shipped recipe is called 'demo_sge'; close names: demo_seg, demo_cls, "
+                   "demo_simclr; `dlcvkit recipes` lists them\n")
 
 
 def test_the_demo_takes_every_recipe_from_the_package(tmp_path, monkeypatch):
