@@ -19,7 +19,7 @@ FILES = sorted(p.stem for p in PACKAGE_RECIPES.glob("*.toml"))
 
 
 def test_every_toml_of_the_package_is_a_shipped_recipe():
-    assert names() == FILES and len(FILES) == 24
+    assert names() == FILES and len(FILES) == 25
     assert not (PACKAGE_RECIPES.parents[1] / "recipes").exists()  # one source of truth: no copy beside the package
 
 
