@@ -136,7 +136,7 @@ def test_eval_on_the_device_prints_the_cpus_digits(device, cache, tmp_path, reco
     matrices = {}
     for name in ("run", "run_cpu"):
         AcceleratorState._reset_state(reset_partial_state=True)
-        matrices[name], _ = evaluate_run(tmp_path / name, data, weights="last", num_workers=0)
+        matrices[name], _, _ = evaluate_run(tmp_path / name, data, weights="last", num_workers=0)
     record_property("pixels_predicted_differently", int((matrices["run"] - matrices["run_cpu"]).abs().sum()) // 2)
     record_property("cudnn_allow_tf32", torch.backends.cudnn.allow_tf32)
     printed = {name: iou_report(matrix)[0] for name, matrix in matrices.items()}
