@@ -21,7 +21,8 @@ from dlcvkit.cli.options import renamed
 HELP = ["-h", "--help"]
 app = typer.Typer(
     name="dlcvkit",
-    help="Train and evaluate the course's vision systems (BYOL, classification, segmentation) on 1 CPU to N GPUs.",
+    help="Train and evaluate vision systems (self-supervised BYOL, DINO, SimCLR; classification; segmentation) on "
+         "1 CPU to N GPUs.",
     epilog="Example: dlcvkit demo --quick --out demo_out",
     no_args_is_help=True,
     add_completion=False,
