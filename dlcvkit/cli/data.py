@@ -46,6 +46,8 @@ def synth(
         None, "--classes", help="Object classes, 1..70 (default: 10); not for seg (always the 7 land-cover classes)."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes byte-identical files."),
+    palette: str = typer.Option("random", "--palette", help="Object colours: random per image, or fixed grey levels "
+                                "(for self-supervised learning, which would match the palettes); not for seg."),
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a small, seeded, learnable synthetic data set in a course layout.
@@ -61,11 +63,13 @@ def synth(
     if kind is SynthKind.seg:
         if classes is not None:
             raise DlcvkitError("--classes does not apply to seg, which always has the 7 land-cover classes; drop it")
+        if palette != "random":
+            raise DlcvkitError("--palette does not apply to seg, whose classes have their own colours; drop it")
         summary = generators.synth_seg(out, n, size, seed, overwrite=overwrite)
     else:
         classes = default_classes if classes is None else classes
         make = {"cls": generators.synth_cls, "ssl": generators.synth_ssl, "officehome": generators.synth_officehome}
-        summary = make[kind.value](out, n, size, classes, seed, overwrite=overwrite)
+        summary = make[kind.value](out, n, size, classes, seed, overwrite=overwrite, palette=palette)
     typer.echo(summary)
 
 
