@@ -50,6 +50,8 @@ def synth(
                                                           "(uint16, EPSG:32633) instead of xxxx_sat.jpg."),
     bands: int | None = typer.Option(None, "--bands", help="seg --geotiff: bands per raster, 1..13 (default 4: "
                                                            "RGB + near-infrared-like)."),
+    palette: str = typer.Option("random", "--palette", help="Object colours: random per image, or fixed grey levels "
+                                "(for self-supervised learning, which would match the palettes); not for seg."),
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a small, seeded, learnable synthetic data set in a course layout.
@@ -65,6 +67,8 @@ def synth(
     if kind is SynthKind.seg:
         if classes is not None:
             raise DlcvkitError("--classes does not apply to seg, which always has the 7 land-cover classes; drop it")
+        if palette != "random":
+            raise DlcvkitError("--palette does not apply to seg, whose classes have their own colours; drop it")
         if bands is not None and not geotiff:
             raise DlcvkitError("--bands goes with --geotiff (JPEGs hold 3 bands); add --geotiff or drop --bands")
         summary = generators.synth_seg(out, n, size, seed, overwrite=overwrite,
@@ -74,7 +78,7 @@ def synth(
             raise DlcvkitError("--geotiff and --bands apply to seg only; drop them")
         classes = default_classes if classes is None else classes
         make = {"cls": generators.synth_cls, "ssl": generators.synth_ssl, "officehome": generators.synth_officehome}
-        summary = make[kind.value](out, n, size, classes, seed, overwrite=overwrite)
+        summary = make[kind.value](out, n, size, classes, seed, overwrite=overwrite, palette=palette)
     typer.echo(summary)
 
 

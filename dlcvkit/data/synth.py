@@ -9,6 +9,10 @@ Segmentation (seg): land-cover maps of noise-warped Voronoi regions plus small b
 road) of 1/16-1/8 of the image, each class with its own texture and typical colour; every image holds class
 `index % 7`, so a set of 7 or more images holds all 7 classes.
 
+`palette="fixed"` (objects) draws every image in the same three grey levels instead of random colours: two views
+of one image share its palette whatever the colour jitter, so self-supervised learning matches palettes before
+objects (BYOL in the quick demo: linear probe at chance after 124 steps with random palettes, 0.40 with fixed ones).
+
 Each image has its own generator seeded by (seed, kind, index): the same seed gives byte-identical files.
 """
 
@@ -34,6 +38,8 @@ PATTERNS = ("solid", "hstripes", "vstripes", "diagonal", "checker", "dots", "out
 MAX_OBJECT_CLASSES = len(SHAPES) * len(PATTERNS)
 SUPERSAMPLE = 4  # objects are drawn at 4x and box-filtered down: smooth edges without a per-pixel loop
 _KIND_SEED = {"cls": 1, "ssl": 2, "officehome": 3, "seg": 4}
+PALETTES = ("random", "fixed")
+_FIXED_PALETTE = np.array([(30.0, 30.0, 30.0), (230.0, 230.0, 230.0), (130.0, 130.0, 130.0)])  # background, fills
 
 
 def object_class(label: int) -> tuple[str, str]:
@@ -129,8 +135,8 @@ def _distinct_colours(rng: np.random.Generator, count: int, min_distance: float 
             return colours
 
 
-def render_object(rng: np.random.Generator, label: int, size: int) -> torch.Tensor:
-    """One object image of class `label`: uint8 `3 size size`."""
+def render_object(rng: np.random.Generator, label: int, size: int, palette: str = "random") -> torch.Tensor:
+    """One object image of class `label`: uint8 `3 size size`; `palette`: "random" colours or "fixed" grey levels."""
     shape, pattern = object_class(label)
     ss = SUPERSAMPLE
     canvas = size * ss
@@ -140,7 +146,7 @@ def render_object(rng: np.random.Generator, label: int, size: int) -> torch.Tens
     angle = math.radians(rng.uniform(-25, 25))
     period = max(4.0, size / 6)  # >= 4 px at 32 px, so stripes survive down-sampling and JPEG
     phase = rng.uniform(0, period, 2)
-    background, first, second = _distinct_colours(rng, 3)
+    background, first, second = _distinct_colours(rng, 3) if palette == "random" else _FIXED_PALETTE
 
     outline = max(2, round(size / 16)) * ss if pattern == "outline" else 0
     inside = _shape_mask(shape, canvas, cx * ss, cy * ss, radius * ss, angle, outline)
@@ -242,7 +248,10 @@ def _rng(seed: int, kind: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _KIND_SEED[kind], index])
 
 
-def _check(n: int, size: int, classes: int | None, *, min_size: int = 16, max_classes: int | None = None) -> None:
+def _check(n: int, size: int, classes: int | None, *, min_size: int = 16, max_classes: int | None = None,
+           palette: str = "random") -> None:
+    if palette not in PALETTES:
+        raise DlcvkitError(f"--palette must be one of {', '.join(PALETTES)}, got {palette!r}")
     if n < 1:
         raise DlcvkitError(f"--n must be at least 1, got {n}")
     if size < min_size:
@@ -253,44 +262,44 @@ def _check(n: int, size: int, classes: int | None, *, min_size: int = 16, max_cl
 
 def synth_cls(
     out: str | os.PathLike, n: int = 500, size: int = 32, classes: int = 10, seed: int = 0, *,
-    overwrite: bool = False,
+    overwrite: bool = False, palette: str = "random",
 ) -> str:
     """P1 layout: a flat folder of `{label}_{index}.png` (labels round-robin, index counts within the class).
 
     Returns a one-line summary of what was written.
     """
-    _check(n, size, classes)
+    _check(n, size, classes, palette=palette)
     out = prepare_output_dir(Path(out), "--out", overwrite)
     for i in range(n):
         label, index = i % classes, i // classes
-        write_image(out / f"{label}_{index}.png", render_object(_rng(seed, "cls", i), label, size))
+        write_image(out / f"{label}_{index}.png", render_object(_rng(seed, "cls", i), label, size, palette))
     layout = "{label}_{index}.png, P1 layout"
     return f"wrote {n} {size}x{size} PNG images of {min(n, classes)} classes ({layout}) to {out}"
 
 
 def synth_ssl(
     out: str | os.PathLike, n: int = 1000, size: int = 64, classes: int = 10, seed: int = 0, *,
-    overwrite: bool = False,
+    overwrite: bool = False, palette: str = "random",
 ) -> str:
     """Mini-ImageNet layout: a flat folder of unlabeled `00000.jpg` ... from the officehome object family."""
-    _check(n, size, classes)
+    _check(n, size, classes, palette=palette)
     out = prepare_output_dir(Path(out), "--out", overwrite)
     digits = max(5, len(str(n - 1)))
     for i in range(n):
         rng = _rng(seed, "ssl", i)
-        write_image(out / f"{i:0{digits}d}.jpg", render_object(rng, int(rng.integers(classes)), size))
+        write_image(out / f"{i:0{digits}d}.jpg", render_object(rng, int(rng.integers(classes)), size, palette))
     return f"wrote {n} unlabeled {size}x{size} JPEG images (from {classes} object classes) to {out}"
 
 
 def synth_officehome(
     out: str | os.PathLike, n: int = 500, size: int = 64, classes: int = 10, seed: int = 0, *,
-    overwrite: bool = False,
+    overwrite: bool = False, palette: str = "random",
 ) -> str:
     """Office-Home layout: `train/`, `val/` of `00017.jpg`-like names + `train.csv`, `val.csv` (id,filename,label).
 
     Every class is in both splits: of each class's images every 5th (the first included) goes to val (~20%).
     """
-    _check(n, size, classes)
+    _check(n, size, classes, palette=palette)
     if n < 2 * classes:
         raise DlcvkitError(f"--n {n} is too small for {classes} classes in two splits; use --n {2 * classes} or more")
     out = prepare_output_dir(Path(out), "--out", overwrite)
@@ -302,7 +311,7 @@ def synth_officehome(
         split = "val" if seen[label] % 5 == 0 else "train"
         seen[label] += 1
         name = f"{i:0{digits}d}.jpg"
-        write_image(out / split / name, render_object(_rng(seed, "officehome", i), label, size))
+        write_image(out / split / name, render_object(_rng(seed, "officehome", i), label, size, palette))
         rows[split].append((name, label))
     for split, split_rows in rows.items():
         with open(out / f"{split}.csv", "w", newline="") as f:

@@ -123,3 +123,42 @@ def test_cli_synth_seg_then_refuses_to_overwrite(tmp_path):
     assert again.returncode == 2
     assert "Traceback" not in again.stderr and len(again.stderr.strip().splitlines()) == 1
     assert str(out) in again.stderr and "--overwrite" in again.stderr
+
+
+def test_default_random_palette_writes_the_bytes_it_wrote_before_palettes_existed(tmp_path):
+    """Tests pin BYOL's numbers on these images: the `palette` option must leave the default output as it was
+    (digest recorded with the code before the option)."""
+    import hashlib
+
+    synth_cls(tmp_path / "c", n=3, size=16, classes=3)
+    synth_ssl(tmp_path / "s", n=2, size=16)
+    digest = hashlib.sha256()
+    for p in sorted(tmp_path.rglob("*")):
+        if p.is_file():
+            digest.update(p.relative_to(tmp_path).as_posix().encode())
+            digest.update(p.read_bytes())
+    assert digest.hexdigest() == "9bceb305b17c462dbf177c224b322b6eab046c9c3baae47e6fff707bd14096b6"
+
+
+def test_fixed_palette_draws_grey_objects_where_random_palettes_are_coloured(tmp_path):
+    synth_cls(tmp_path / "fixed", n=10, size=32, classes=10, palette="fixed")
+    synth_cls(tmp_path / "random", n=10, size=32, classes=10)
+    fixed, coloured = P1Folder(tmp_path / "fixed", size=32), P1Folder(tmp_path / "random", size=32)
+
+    def channel_spread(ds):  # per image: the largest difference between its mean R, G and B
+        means = [s["image"].float().mean(dim=(1, 2)) for s in ds]
+        return [float(m.max() - m.min()) for m in means]
+
+    assert max(channel_spread(fixed)) < 3  # only the per-pixel noise differs between the channels
+    assert max(channel_spread(coloured)) > 20
+
+
+def test_cli_palette_is_refused_for_seg_and_checked_by_name(tmp_path, capsys):
+    from tests.cli_runner import dlcvkit_here
+
+    code, _, err = dlcvkit_here(capsys, "data", "synth", "seg", "--out", tmp_path / "seg", "--palette", "fixed")
+    assert code == 2 and err.strip() == ("dlcvkit: error: --palette does not apply to seg, whose classes have their own "
+                                         "colours; drop it")
+    code, _, err = dlcvkit_here(capsys, "data", "synth", "ssl", "--out", tmp_path / "ssl", "--palette", "grey")
+    assert code == 2 and err.strip() == "dlcvkit: error: --palette must be one of random, fixed, got 'grey'"
+    assert not (tmp_path / "seg").exists() and not (tmp_path / "ssl").exists()
