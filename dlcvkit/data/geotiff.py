@@ -93,9 +93,15 @@ def band_statistics(paths: list[os.PathLike], bands: int) -> tuple[list[float], 
         with open_raster(path, bands) as src:
             for _, window in src.block_windows(1):
                 block = read_window(src, window).numpy().astype(np.float64).reshape(bands, -1)
+                if not np.isfinite(block).all():
+                    raise DlcvkitError(f"{path} holds NaN or infinite pixels (band "
+                                       f"{int(np.nonzero(~np.isfinite(block).all(axis=1))[0][0]) + 1}); fill its "
+                                       "no-data pixels with a number before training")
                 total += block.sum(axis=1)
                 squares += np.square(block).sum(axis=1)
                 pixels += block.shape[1]
     mean = total / pixels
     std = np.sqrt(np.maximum(squares / pixels - mean**2, 0.0))
-    return mean.tolist(), std.tolist()
+    # a band constant over the whole training set (an empty no-data band) carries nothing: std 1 leaves it at 0
+    # after centering, where std 0 would divide by zero
+    return mean.tolist(), np.where(std > 0, std, 1.0).tolist()

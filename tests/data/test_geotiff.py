@@ -94,6 +94,31 @@ def test_statistics_stream_over_blocks_of_a_tiled_raster(tmp_path):
     np.testing.assert_allclose(std, values.reshape(3, -1).std(axis=1), rtol=1e-9)
 
 
+def _raster(path, values, dtype):
+    with rasterio.open(path, "w", driver="GTiff", width=values.shape[2], height=values.shape[1],
+                       count=values.shape[0], dtype=dtype) as dst:
+        dst.write(values.astype(dtype))
+
+
+def test_a_constant_band_gets_std_one_not_a_division_by_zero(tmp_path):
+    values = np.random.default_rng(1).integers(0, 1000, (3, 20, 30)).astype(np.float32)
+    values[1] = 7.0  # an empty no-data band
+    _raster(tmp_path / "t.tif", values, "float32")
+    mean, std = band_statistics([tmp_path / "t.tif"], 3)
+    assert mean[1] == 7.0 and std[1] == 1.0
+    np.testing.assert_allclose([std[0], std[2]], values[[0, 2]].reshape(2, -1).std(axis=1), rtol=1e-6)
+
+
+def test_nan_pixels_are_named_before_they_reach_the_statistics(tmp_path):
+    values = np.ones((2, 8, 8), dtype=np.float32)
+    values[1, 3, 4] = np.nan
+    _raster(tmp_path / "t.tif", values, "float32")
+    with pytest.raises(DlcvkitError) as refused:
+        band_statistics([tmp_path / "t.tif"], 2)
+    assert str(refused.value) == (f"{tmp_path / 't.tif'} holds NaN or infinite pixels (band 2); fill its no-data "
+                                  "pixels with a number before training")
+
+
 def test_jpeg_data_resolves_to_three_bands_and_imagenet_statistics(seg_data):
     recipe = SegmentRecipe()
     recipe.data.train = str(seg_data)
